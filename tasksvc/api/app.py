@@ -1,0 +1,105 @@
+"""The FastAPI app factory: `create_app(settings)` builds everything it uses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
+from redis import Redis
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tasksvc import __version__
+from tasksvc.api import problems, routes
+from tasksvc.config import Settings
+from tasksvc.db import make_engine
+from tasksvc.jobtypes import default_registry
+from tasksvc.metrics import Metrics
+from tasksvc.queue import MessageQueue, connect
+from tasksvc.service import JobService
+
+log = logging.getLogger("tasksvc.api")
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` (413), declared (Content-Length) or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _too_large(self.max_bytes)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise problems.PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _too_large(max_bytes: int) -> Any:
+    return problems.problem(413, "payload-too-large", "Payload too large", f"the body is larger than {max_bytes} bytes")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    redis: Redis | None = None,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The API. `engine`/`redis` may be handed in (tests, `tasksvc dev`); else built from settings."""
+    if settings.redis_url is None and redis is None:
+        raise ValueError("REDIS_URL is not set")
+    engine = engine or make_engine(settings.sqlalchemy_url)
+    redis = redis or connect(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
+    metrics_registry = registry or CollectorRegistry()
+    service = JobService(settings, engine, MessageQueue(redis), default_registry(), Metrics(metrics_registry))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.api_keys is None:
+            log.warning("API_KEYS is not set: the API is open to anyone who can reach it")
+        yield
+        redis.close()
+        engine.dispose()
+
+    app = FastAPI(
+        title="tasksvc",
+        version=__version__,
+        summary="Background jobs over HTTP: retries with backoff, compensation, idempotency, backpressure.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(routes.router)
+    Instrumentator(
+        should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics_registry
+    ).instrument(app).expose(app, include_in_schema=False)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory used by `tasksvc api`: settings from the environment."""
+    from tasksvc.config import load_settings
+
+    return create_app(load_settings())

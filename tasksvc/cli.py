@@ -1,0 +1,133 @@
+"""The `tasksvc` command: api | worker | migrate | dev.
+
+Imports are made inside each command: `tasksvc worker` must set PROMETHEUS_MULTIPROC_DIR
+before prometheus_client is imported anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from tasksvc.config import Settings, load_settings
+from tasksvc.errors import ConfigError
+
+ENV_HELP = """environment (or .env): DATABASE_URL, REDIS_URL, RETRY_MAX_ATTEMPTS, RETRY_BASE_DELAY,
+RETRY_BACKOFF, RETRY_JITTER_RATIO, RETRY_MAX_DELAY, RETRY_MAX_ATTEMPTS_LIMIT, QUEUE_MAX_SIZE,
+JOB_TIMEOUT, WORKER_LOST_TIMEOUT, IDEMPOTENCY_TTL, MAX_BODY_BYTES, API_KEYS, LOG_LEVEL,
+LOG_FORMAT, RECONCILE_INTERVAL, WORKER_METRICS_PORT (see .env.example and the README)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="tasksvc", description="Background jobs over HTTP.", epilog=ENV_HELP)
+    sub = top.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    api = sub.add_parser(
+        "api",
+        help="serve the HTTP API",
+        formatter_class=fmt,
+        epilog=ENV_HELP,
+        description="Serve the HTTP API (uvicorn). Needs REDIS_URL; reads DATABASE_URL and the rest.",
+    )
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+
+    worker = sub.add_parser(
+        "worker",
+        help="run worker processes",
+        formatter_class=fmt,
+        epilog=ENV_HELP,
+        description="Run N worker processes with the retry promoter, the reconciler and /metrics "
+        "on WORKER_METRICS_PORT. SIGTERM: finish current jobs, then exit. Needs REDIS_URL.",
+    )
+    worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    worker.add_argument("--burst", action="store_true", help="exit once no job is waiting")
+
+    sub.add_parser(
+        "migrate",
+        help="apply database migrations",
+        formatter_class=fmt,
+        epilog=ENV_HELP,
+        description="Create or upgrade the schema of DATABASE_URL (Alembic).",
+    )
+
+    dev = sub.add_parser(
+        "dev",
+        help="API + workers + embedded Redis on SQLite, one command",
+        formatter_class=fmt,
+        epilog=ENV_HELP,
+        description="Migrate DATABASE_URL, start an embedded Redis (unless REDIS_URL is set), "
+        "N worker processes and the API on 127.0.0.1. Ctrl-C stops all of it.",
+    )
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--workers", type=int, default=2, help="worker processes")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command in ("api", "worker") and settings.redis_url is None:
+            raise ConfigError("REDIS_URL", "is not set (only `tasksvc dev` starts an embedded Redis)")
+    except ConfigError as exc:
+        print(f"tasksvc: {exc}", file=sys.stderr)
+        return 2
+    command = {"api": _api, "worker": _worker, "migrate": _migrate, "dev": _dev}[args.command]
+    return command(settings, args)
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tasksvc.logs import configure_logging
+
+    configure_logging(settings)
+    if args.workers > 1:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tasksvc-api-metrics-"))
+    uvicorn.run(
+        "tasksvc.api.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tasksvc-worker-metrics-")
+    from tasksvc.logs import configure_logging
+    from tasksvc.worker import Supervisor, serve_metrics
+
+    configure_logging(settings)
+    serve_metrics(settings)
+    return Supervisor(settings, processes=max(1, args.processes), burst=args.burst).run()
+
+
+def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from tasksvc.db import make_engine
+    from tasksvc.migrate import upgrade
+
+    engine = make_engine(settings.sqlalchemy_url)
+    upgrade(engine)
+    engine.dispose()
+    print("tasksvc: database is up to date")
+    return 0
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    from tasksvc.dev import run_dev
+
+    return run_dev(settings, port=args.port, workers=args.workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""submit / get / list / cancel: transactions, and the message sent after the commit.
+
+The row is committed before its message is sent, so a worker never receives an id it
+cannot find. If the message cannot be sent, the row is deleted again and the caller
+gets BackendUnavailable (503): nothing half-recorded. If even that delete fails, the
+row stays `queued` and the reconciler in the workers sends its message.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from uuid6 import uuid7
+
+from tasksvc import blocklist, db, store
+from tasksvc.clock import utcnow
+from tasksvc.config import Settings
+from tasksvc.errors import (
+    BackendUnavailable,
+    BlockedIpNotFound,
+    Conflict,
+    IdempotencyKeyInUse,
+    IdempotencyKeyMismatch,
+    InvalidCursor,
+    JobNotFound,
+    PayloadInvalid,
+    QueueFull,
+    UnknownJobType,
+)
+from tasksvc.jobtypes import Registry
+from tasksvc.jobtypes.base import BlockedEntry
+from tasksvc.metrics import Metrics
+from tasksvc.models import JobStatus
+from tasksvc.queue import MessageQueue
+
+log = logging.getLogger("tasksvc.service")
+_RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_type: str
+    payload: dict[str, Any]
+    idempotency_key: str | None = None
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: store.JobRecord
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[store.JobRecord]
+    next_cursor: str | None
+
+
+def fingerprint(job_type: str, payload: dict[str, Any], max_attempts: int) -> str:
+    """Canonical digest of what makes two requests "the same": key order does not matter."""
+    doc = {"type": job_type, "payload": payload, "maxAttempts": max_attempts}
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class JobService:
+    def __init__(
+        self, settings: Settings, engine: Engine, mq: MessageQueue, registry: Registry, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.mq = mq
+        self.registry = registry
+        self.metrics = metrics
+
+    # --- submit -------------------------------------------------------------------------------
+
+    def validate(self, sub: Submission) -> tuple[dict[str, Any], int]:
+        """The payload as stored (normalised) and the attempts to allow; raises on bad input."""
+        job_type = self.registry.get(sub.job_type)
+        if job_type is None:
+            raise UnknownJobType(f"unknown job type {sub.job_type!r}; see GET /v1/job-types", job_type=sub.job_type)
+        try:
+            model = job_type.parse(sub.payload)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ["payload", *exc_loc], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)
+                for exc_loc in [list(e["loc"])]
+            ]
+            raise PayloadInvalid(errors=errors) from None
+        max_attempts = sub.max_attempts or self.settings.retry_max_attempts
+        limit = self.settings.retry_max_attempts_limit
+        if not 1 <= max_attempts <= limit:
+            msg = f"must be between 1 and RETRY_MAX_ATTEMPTS_LIMIT ({limit})"
+            raise PayloadInvalid(errors=[{"loc": ["maxAttempts"], "msg": msg, "type": "range"}])
+        return model.model_dump(mode="json", by_alias=True, exclude_unset=True), max_attempts
+
+    def submit(self, sub: Submission, scope: str = "") -> Submitted:
+        payload, max_attempts = self.validate(sub)
+        fp = fingerprint(sub.job_type, payload, max_attempts) if sub.idempotency_key else ""
+        if sub.idempotency_key:
+            replay = self._replay(scope, sub.idempotency_key, fp)
+            if replay is not None:
+                return replay
+        self._admit()
+        job_id = uuid7()
+        now = utcnow()
+        try:
+            with db.write(self.engine) as conn:
+                job = store.insert_job(
+                    conn,
+                    job_id=job_id,
+                    scope=scope,
+                    job_type=sub.job_type,
+                    payload=payload,
+                    max_attempts=max_attempts,
+                    idempotency_key=sub.idempotency_key,
+                    now=now,
+                )
+                if sub.idempotency_key:
+                    expires = now + timedelta(seconds=self.settings.idempotency_ttl)
+                    store.delete_expired_keys(conn, now, scope, sub.idempotency_key)
+                    store.insert_key(
+                        conn,
+                        scope=scope,
+                        key=sub.idempotency_key,
+                        fingerprint=fp,
+                        job_id=job_id,
+                        expires_at=expires,
+                    )
+        except IntegrityError:
+            assert sub.idempotency_key is not None  # the only unique constraint a new id can hit
+            replay = self._replay(scope, sub.idempotency_key, fp)
+            if replay is None:  # the winner's row is not visible yet
+                raise IdempotencyKeyInUse() from None
+            return replay
+        except SQLAlchemyError as exc:
+            self._unavailable("database", exc)
+        self._send_first(job)
+        self.metrics.jobs_submitted.labels(sub.job_type).inc()
+        return Submitted(job, replayed=False)
+
+    def _replay(self, scope: str, key: str, fp: str) -> Submitted | None:
+        try:
+            with db.read(self.engine) as conn:
+                claim = store.find_key(conn, scope, key)
+                if claim is None or claim.expires_at <= utcnow():
+                    return None
+                if claim.fingerprint != fp:
+                    raise IdempotencyKeyMismatch()
+                job = store.get_job(conn, claim.job_id)
+        except SQLAlchemyError as exc:
+            self._unavailable("database", exc)
+        if job is None:
+            raise IdempotencyKeyInUse()
+        self.metrics.jobs_deduplicated.labels(job.type).inc()
+        return Submitted(job, replayed=True)
+
+    def _admit(self) -> None:
+        """Refuse new work at QUEUE_MAX_SIZE (SPEC section 7)."""
+        try:
+            depth = self.mq.depth()
+        except RedisError as exc:
+            self._unavailable("redis", exc)
+        if depth >= self.settings.queue_max_size:
+            self.metrics.jobs_rejected.labels("queue_full").inc()
+            raise QueueFull(retry_after_s=_RETRY_AFTER_S)
+
+    def _send_first(self, job: store.JobRecord) -> None:
+        try:
+            self.mq.send(str(job.id), 1)
+        except RedisError as exc:
+            try:
+                with db.write(self.engine) as conn:
+                    store.delete_unstarted(conn, job.id)
+            except SQLAlchemyError:
+                log.warning("job %s kept for the reconciler: its message and its delete failed", job.id)
+            self._unavailable("redis", exc)
+
+    def _unavailable(self, backend: str, exc: Exception) -> Any:
+        self.metrics.jobs_rejected.labels("backend_unavailable").inc()
+        log.warning("%s unavailable: %s", backend, type(exc).__name__)
+        raise BackendUnavailable(f"the {backend} is unavailable; nothing was recorded", retry_after_s=_RETRY_AFTER_S)
+
+    # --- read ---------------------------------------------------------------------------------
+
+    def get(self, job_id: uuid.UUID, scope: str = "") -> store.JobRecord:
+        with db.read(self.engine) as conn:
+            job = store.get_job(conn, job_id, scope)
+        if job is None:
+            raise JobNotFound()
+        return job
+
+    def page(
+        self, *, scope: str = "", limit: int, cursor: str | None, status: JobStatus | None, job_type: str | None
+    ) -> Page:
+        before = _decode_id_cursor(cursor) if cursor else None
+        with db.read(self.engine) as conn:
+            items = store.list_jobs(conn, scope=scope, limit=limit + 1, before=before, status=status, job_type=job_type)
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, _encode(items[-1].id.hex) if more else None)
+
+    def cancel(self, job_id: uuid.UUID, scope: str = "") -> store.JobRecord:
+        with db.write(self.engine) as conn:
+            cancelled = store.cancel(conn, job_id, scope=scope, now=utcnow())
+            job = store.get_job(conn, job_id, scope)
+        if job is None:
+            raise JobNotFound()
+        if not cancelled:
+            raise Conflict(f"a {job.status.value} job cannot be cancelled")
+        self.metrics.jobs_finished.labels(job.type, JobStatus.CANCELLED.value).inc()
+        try:
+            self.mq.publish_done(str(job.id), JobStatus.CANCELLED.value)
+        except RedisError:
+            log.warning("could not publish the cancellation of %s", job.id)
+        return job
+
+    # --- blocked IPs --------------------------------------------------------------------------
+
+    def blocked_ip(self, ip: str) -> BlockedEntry:
+        with db.read(self.engine) as conn:
+            entry = blocklist.get(conn, ip)
+        if entry is None:
+            raise BlockedIpNotFound()
+        return entry
+
+    def blocked_ips(self, *, limit: int, cursor: str | None) -> tuple[list[BlockedEntry], str | None]:
+        after = _decode_blocked_cursor(cursor) if cursor else None
+        with db.read(self.engine) as conn:
+            items = blocklist.page(conn, limit=limit + 1, after=after)
+        more = len(items) > limit
+        items = items[:limit]
+        last = items[-1] if items else None
+        nxt = _encode(f"{last.created_at.isoformat()}|{last.ip}") if more and last else None
+        return items, nxt
+
+    def ready(self) -> dict[str, bool]:
+        """Readiness: does each backend answer?"""
+        checks = {"database": False, "redis": False}
+        try:
+            with db.read(self.engine) as conn:
+                conn.exec_driver_sql("SELECT 1")
+            checks["database"] = True
+        except (SQLAlchemyError, OperationalError):
+            pass
+        with contextlib.suppress(RedisError):
+            checks["redis"] = bool(self.mq.redis.ping())
+        return checks
+
+
+def _encode(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor() from None
+
+
+def _decode_id_cursor(cursor: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(hex=_decode(cursor))
+    except ValueError:
+        raise InvalidCursor() from None
+
+
+def _decode_blocked_cursor(cursor: str) -> tuple[datetime, str]:
+    at, sep, ip = _decode(cursor).partition("|")
+    if not sep:
+        raise InvalidCursor()
+    try:
+        return datetime.fromisoformat(at), ip
+    except ValueError:
+        raise InvalidCursor() from None

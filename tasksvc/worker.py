@@ -1,0 +1,205 @@
+"""`tasksvc worker`: N long-lived worker processes and the supervisor that keeps them.
+
+Each worker process runs RQ's SimpleWorker (no fork per job: a fork costs ~20 ms, breaks
+SQLAlchemy's pool and loses Prometheus counters) and a heartbeat thread that renews the
+lease of the attempt it runs. The supervisor process starts them (spawned, so they share
+nothing), restarts any that dies, and runs, always on:
+- the promoter: moves due retries from the due set onto the queue, polling every
+  PROMOTER_TICK_S (the retry scheduler's resolution);
+- the reconciler (see `tasksvc.reconciler`), every RECONCILE_INTERVAL;
+- `/metrics` on WORKER_METRICS_PORT, adding up every worker process's counters.
+SIGTERM (or Ctrl-C): each worker finishes its current job, then everything exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from multiprocessing.context import SpawnProcess
+from types import FrameType
+
+from tasksvc import db, runner, store
+from tasksvc.clock import utcnow
+from tasksvc.config import Settings
+from tasksvc.jobtypes import default_registry
+from tasksvc.logs import configure_logging
+from tasksvc.metrics import Metrics
+from tasksvc.queue import MessageQueue, connect, make_worker
+from tasksvc.reconciler import reconcile
+from tasksvc.retry import RetryPolicy
+
+log = logging.getLogger("tasksvc.worker")
+PROMOTER_TICK_S = 0.01
+RESTART_BACKOFF_S = 1.0
+
+
+def policy_of(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        base_delay_s=settings.retry_base_delay,
+        backoff=settings.retry_backoff,
+        jitter_ratio=settings.retry_jitter_ratio,
+        max_delay_s=settings.retry_max_delay,
+    )
+
+
+def build_context(settings: Settings, metrics: Metrics) -> runner.WorkerContext:
+    """Everything a worker process (or a test driving one in-process) needs."""
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
+    return runner.WorkerContext(
+        engine=db.make_engine(settings.sqlalchemy_url, pool_size=2),
+        mq=MessageQueue(connect(redis_url)),
+        registry=default_registry(),
+        metrics=metrics,
+        policy=policy_of(settings),
+        job_timeout_s=settings.job_timeout,
+        worker_lost_timeout_s=settings.worker_lost_timeout,
+        rng=random.Random(),
+    )
+
+
+# --- a worker process -------------------------------------------------------------------------
+
+
+def worker_process(settings: Settings, name: str, burst: bool) -> None:
+    """Body of one worker process (spawned by the supervisor)."""
+    configure_logging(settings)
+    ctx = build_context(settings, Metrics())
+    runner.bind(ctx)
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(ctx, stop), name="lease-heartbeat", daemon=True).start()
+    worker = make_worker(ctx.mq.redis, name=name)
+    try:
+        if burst:
+            _burst(ctx, worker.work)
+        else:
+            worker.work(logging_level=settings.log_level)
+    finally:
+        stop.set()
+        ctx.engine.dispose()
+
+
+def _burst(ctx: runner.WorkerContext, work: Callable[..., bool]) -> None:
+    """Work until no message waits and no retry is scheduled (promoting due retries as they come)."""
+    while True:
+        ctx.mq.promote_due()
+        work(burst=True)
+        wait = ctx.mq.next_due_in()
+        if wait is None and ctx.mq.depth() == 0:
+            return
+        time.sleep(min(max(wait or 0.0, 0.0), PROMOTER_TICK_S * 5))
+
+
+def _heartbeat(ctx: runner.WorkerContext, stop: threading.Event) -> None:
+    """Renew the lease of whatever this process is running, 3 times per lease."""
+    while not stop.wait(ctx.lease_s / 3):
+        current = ctx.current
+        if current is None:
+            continue
+        job_id, attempt = current
+        try:
+            with db.write(ctx.engine) as conn:
+                store.renew_lease(conn, job_id, attempt=attempt, until=_lease_end(ctx))
+        except Exception:  # the DB blinked; the next beat tries again, the lease has slack
+            log.warning("lease renewal failed for %s", job_id, exc_info=True)
+
+
+def _lease_end(ctx: runner.WorkerContext) -> datetime:
+    return utcnow() + timedelta(seconds=ctx.lease_s)
+
+
+# --- the supervisor ---------------------------------------------------------------------------
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, processes: int, burst: bool = False) -> None:
+        self.settings = settings
+        self.processes = processes
+        self.burst = burst
+        self.children: dict[str, SpawnProcess] = {}
+        self.stopping = threading.Event()
+        self.mp = multiprocessing.get_context("spawn")
+
+    def start_child(self, index: int) -> None:
+        name = f"tasksvc-{os.getpid()}-{index}-{random.randrange(1 << 30):x}"
+        proc = self.mp.Process(
+            target=worker_process, args=(self.settings, name, self.burst), name=f"worker-{index}", daemon=False
+        )
+        proc.start()
+        self.children[str(index)] = proc
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        ctx = build_context(self.settings, Metrics())
+        for i in range(self.processes):
+            self.start_child(i)
+        log.info("started %d worker processes", self.processes)
+        interval = min(self.settings.reconcile_interval, self.settings.worker_lost_timeout / 2)
+        next_reconcile = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if now >= next_reconcile:
+                self._safely(lambda: reconcile(ctx, grace_s=interval))
+                next_reconcile = now + interval
+            self._safely(ctx.mq.promote_due)
+            if not self._keep_children():
+                break
+            self.stopping.wait(PROMOTER_TICK_S)
+        self._stop_children()
+        ctx.engine.dispose()
+        return 0
+
+    def _keep_children(self) -> bool:
+        """Restart dead children (not in burst mode); False once a burst run is over."""
+        for key, proc in list(self.children.items()):
+            if proc.is_alive():
+                continue
+            if self.burst:
+                del self.children[key]
+                continue
+            log.warning("worker process %s exited with %s; restarting", proc.pid, proc.exitcode)
+            time.sleep(RESTART_BACKOFF_S)
+            self.start_child(int(key))
+        return bool(self.children) or not self.burst
+
+    def _stop_children(self) -> None:
+        for proc in self.children.values():
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.children.values():
+            proc.join()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received signal %d: workers finish their current job, then exit", signum)
+        self.stopping.set()
+
+    @staticmethod
+    def _safely(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            log.warning("supervisor step failed; retrying on the next tick", exc_info=True)
+
+
+def serve_metrics(settings: Settings) -> None:
+    """`/metrics` on WORKER_METRICS_PORT: every worker process's counters, added up, and the gauges."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    from tasksvc.metrics import LiveGauges
+    from tasksvc.queue import worker_count
+
+    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
+    mq = MessageQueue(connect(redis_url))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(LiveGauges(mq.depth, settings.queue_max_size, lambda: worker_count(mq.redis)))
+    start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
+    log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
