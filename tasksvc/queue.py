@@ -1,8 +1,8 @@
 """RQ as transport, and the only module that imports rq.
 
 A message is an RQ job calling `tasksvc.runner.run_message(job_id)` with the JSON
-serializer: it carries only our job id. Its RQ id is deterministic (`<job id>.<n>` for
-attempt n, `<job id>.c<n>` for compensation attempt n), so sending the same message
+serializer: it carries only our job id. Its RQ id is deterministic (`<job id>-<n>` for
+attempt n, `<job id>-c<n>` for compensation attempt n), so sending the same message
 twice is a no-op, and the reconciler can ask Redis whether a waiting job's message exists.
 
 Retries wait in a sorted set (`tasksvc:due`, score = due time in epoch seconds); the
@@ -36,7 +36,7 @@ def connect(url: str, **kwargs: Any) -> Redis:
 
 
 def message_id(job_id: str, attempt: int, compensation: bool = False) -> str:
-    return f"{job_id}.{'c' if compensation else ''}{attempt}"
+    return f"{job_id}-{'c' if compensation else ''}{attempt}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class MessageQueue:
             msg = raw.decode()
             if self.redis.zrem(DUE_KEY, msg) != 1:
                 continue  # another promoter took it
-            job_id, _, tag = msg.rpartition(".")
+            job_id, _, tag = msg.rpartition("-")
             compensation = tag.startswith("c")
             self.send(job_id, int(tag.removeprefix("c")), compensation)
             moved += 1

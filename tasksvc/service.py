@@ -182,7 +182,7 @@ class JobService:
     def _send_first(self, job: store.JobRecord) -> None:
         try:
             self.mq.send(str(job.id), 1)
-        except RedisError as exc:
+        except Exception as exc:  # whatever stopped the send, the row must not outlive the 503
             try:
                 with db.write(self.engine) as conn:
                     store.delete_unstarted(conn, job.id)
