@@ -15,31 +15,35 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasksvc.errors import ConfigError
 
+_WEEK_S = 7 * 86_400
+
 
 class Settings(BaseSettings):
     """The service's configuration; field `x_y` is read from the variable `X_Y`."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, allow_inf_nan=False, env_ignore_empty=True
+    )
 
     database_url: SecretStr = SecretStr("sqlite:///./tasksvc.db")
     redis_url: SecretStr | None = None
 
     retry_max_attempts: int = Field(5, ge=1)
-    retry_base_delay: float = Field(1.0, gt=0)
+    retry_base_delay: float = Field(1.0, gt=0, le=_WEEK_S)
     retry_backoff: float = Field(2.0, ge=1)
     retry_jitter_ratio: float = Field(0.5, ge=0, le=1)
-    retry_max_delay: float = Field(300.0, gt=0)
+    retry_max_delay: float = Field(300.0, gt=0, le=_WEEK_S)
     retry_max_attempts_limit: int = Field(20, ge=1, le=1000)
 
     queue_max_size: int = Field(10_000, ge=1)
-    job_timeout: float = Field(60.0, gt=0)
-    worker_lost_timeout: float = Field(30.0, gt=0)
-    idempotency_ttl: int = Field(86_400, ge=1)
+    job_timeout: float = Field(60.0, gt=0, le=_WEEK_S)
+    worker_lost_timeout: float = Field(30.0, ge=1, le=_WEEK_S)
+    idempotency_ttl: int = Field(86_400, ge=1, le=365 * 86_400)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     api_keys: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
-    reconcile_interval: float = Field(5.0, gt=0)
+    reconcile_interval: float = Field(5.0, gt=0, le=3600)
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
 
     @field_validator("log_level", mode="before")
@@ -50,8 +54,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: SecretStr) -> SecretStr:
-        scheme = value.get_secret_value().split(":", 1)[0]
-        if not scheme.startswith(("sqlite", "postgresql")):
+        scheme = value.get_secret_value().split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 

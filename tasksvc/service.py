@@ -101,7 +101,7 @@ class JobService:
                 for exc_loc in [list(e["loc"])]
             ]
             raise PayloadInvalid(errors=errors) from None
-        max_attempts = sub.max_attempts or self.settings.retry_max_attempts
+        max_attempts = self.settings.retry_max_attempts if sub.max_attempts is None else sub.max_attempts
         limit = self.settings.retry_max_attempts_limit
         if not 1 <= max_attempts <= limit:
             msg = f"must be between 1 and RETRY_MAX_ATTEMPTS_LIMIT ({limit})"

@@ -78,7 +78,7 @@ def worker_process(settings: Settings, name: str, burst: bool) -> None:
     worker = make_worker(ctx.mq.redis, name=name)
     try:
         if burst:
-            _burst(ctx, worker.work)
+            work_until_idle(ctx, worker.work)
         else:
             worker.work(logging_level=settings.log_level)
     finally:
@@ -86,7 +86,7 @@ def worker_process(settings: Settings, name: str, burst: bool) -> None:
         ctx.engine.dispose()
 
 
-def _burst(ctx: runner.WorkerContext, work: Callable[..., bool]) -> None:
+def work_until_idle(ctx: runner.WorkerContext, work: Callable[..., bool]) -> None:
     """Work until no message waits and no retry is scheduled (promoting due retries as they come)."""
     while True:
         ctx.mq.promote_due()

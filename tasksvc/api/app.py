@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -27,35 +26,49 @@ log = logging.getLogger("tasksvc.api")
 
 
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` (413), declared (Content-Length) or streamed."""
+    """Refuse request bodies over `max_bytes` with 413, whether declared (Content-Length) or streamed.
+
+    The body is read (at most `max_bytes` of it) before the app sees the request, so an
+    oversized stream is answered here and never half-parsed by a route.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _too_large(self.max_bytes)(scope, receive, send)
+            await self._too_large(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise problems.PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        sent = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
+        await self.app(scope, replay, send)
 
-def _too_large(max_bytes: int) -> Any:
-    return problems.problem(413, "payload-too-large", "Payload too large", f"the body is larger than {max_bytes} bytes")
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"the body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES)"
+        await problems.problem(413, "payload-too-large", "Payload too large", detail)(scope, receive, send)
 
 
 def create_app(

@@ -19,6 +19,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def normalise_ip(text: str) -> str:
     """The canonical spelling of an address or network; ValueError if it is not one we accept."""
+    if "%" in text:
+        raise ValueError("IPv6 zone ids (%...) are not accepted: give the address without one")
     try:
         network: IPNetwork = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
