@@ -138,6 +138,15 @@ class TasksvcWorker(SimpleWorker):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self.request_stop)
 
+    # RQ's remote-control channel (`rq` CLI commands over pub/sub) is not used: tasksvc stops
+    # workers with SIGTERM. Its thread also delays shutdown by up to a minute with redis-py 8
+    # (PubSubWorkerThread.stop joins a thread waiting 60 s for its subscription).
+    def subscribe(self) -> None:
+        return None
+
+    def unsubscribe(self) -> None:
+        return None
+
 
 def make_worker(redis: Redis, name: str | None = None) -> SimpleWorker:
     """A non-forking RQ worker on our queue: jobs run in this process, one at a time."""

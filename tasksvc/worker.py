@@ -13,6 +13,7 @@ SIGTERM (or Ctrl-C): each worker finishes its current job, then everything exits
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -37,6 +38,7 @@ from tasksvc.retry import RetryPolicy
 
 log = logging.getLogger("tasksvc.worker")
 PROMOTER_TICK_S = 0.01
+_PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_S = 1.0
 
 
@@ -70,6 +72,7 @@ def build_context(settings: Settings, metrics: Metrics) -> runner.WorkerContext:
 
 def worker_process(settings: Settings, name: str, burst: bool) -> None:
     """Body of one worker process (spawned by the supervisor)."""
+    _die_with_parent()
     configure_logging(settings)
     ctx = build_context(settings, Metrics())
     runner.bind(ctx)
@@ -84,6 +87,17 @@ def worker_process(settings: Settings, name: str, burst: bool) -> None:
     finally:
         stop.set()
         ctx.engine.dispose()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when the supervisor dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown still stops us
+        return
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def work_until_idle(ctx: runner.WorkerContext, work: Callable[..., bool]) -> None:

@@ -1,0 +1,175 @@
+"""The real commands as a user runs them: `tasksvc api`, `tasksvc worker`, `tasksvc dev`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+TASKSVC = [sys.executable, "-m", "tasksvc.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except (httpx.TransportError, OSError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+@pytest.fixture
+def env(database_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH", "VIRTUAL_ENV")}
+    return {
+        **keep,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "WORKER_METRICS_PORT": str(free_port()),
+        "LOG_FORMAT": "json",
+        "RETRY_BASE_DELAY": "0.05",
+    }
+
+
+@pytest.fixture
+def started(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def _start(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{args[0]}-{len(procs)}.log").open("wb") as log:
+            proc = subprocess.Popen([*TASKSVC, *args], env={**env, **extra_env}, cwd=tmp_path, stdout=log, stderr=log)
+        procs.append(proc)
+        return proc
+
+    yield _start
+    for proc in procs:
+        kill_tree(proc)
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process we started and every process below it."""
+    if proc.poll() is not None:
+        return
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait()
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def test_api_and_worker_processes_run_a_job_end_to_end(
+    started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str], database_url: str
+) -> None:
+    if database_url.startswith("sqlite"):
+        assert subprocess.run([*TASKSVC, "migrate"], env=env, check=False, capture_output=True).returncode == 0
+    port = free_port()
+    api = started("api", "--port", str(port))
+    worker = started("worker", "--processes", "2")
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API to be ready")
+
+    resp = httpx.post(f"{base}/v1/jobs", json={"type": "hash", "payload": {"data": "abc"}})
+    assert resp.status_code == 202
+    job_url = base + resp.headers["Location"]
+    done = wait_for(lambda: (j := httpx.get(job_url).json())["status"] == "succeeded" and j, what="the job")
+    assert done["result"]["digest"].startswith("ba7816bf")
+
+    metrics_url = f"http://127.0.0.1:{env['WORKER_METRICS_PORT']}/metrics"
+    text = wait_for(lambda: httpx.get(metrics_url).text, what="worker metrics")
+    assert 'tasksvc_job_attempts_total{outcome="success",type="hash"} 1.0' in text
+
+    assert stop(api) in (0, -signal.SIGTERM)  # uvicorn shuts down gracefully, then re-raises the signal
+    assert stop(worker) == 0
+
+
+def test_api_and_worker_refuse_to_start_without_redis_url(env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != "REDIS_URL"}
+    for command in ("api", "worker"):
+        out = subprocess.run([*TASKSVC, command], env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert "REDIS_URL" in lines[0]
+
+
+def test_bad_configuration_stops_the_process_with_one_line(env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [*TASKSVC, "worker"],
+        env={**env, "RETRY_JITTER_RATIO": "1.5"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "RETRY_JITTER_RATIO" in out.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_dev_stack_serves_and_ctrl_c_leaves_nothing_behind(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    env = {**keep, "WORKER_METRICS_PORT": str(free_port()), "LOG_FORMAT": "text"}
+    with (tmp_path / "dev.log").open("wb") as log:
+        dev = subprocess.Popen(
+            [*TASKSVC, "dev", "--port", str(port), "--workers", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, timeout_s=60, what="tasksvc dev")
+        assert (tmp_path / "tasksvc.db").exists()  # the default SQLite file, migrated
+        resp = httpx.post(f"{base}/v1/jobs", json={"type": "block_ip", "payload": {"ip": "192.0.2.10"}})
+        job_url = base + resp.headers["Location"]
+        wait_for(lambda: httpx.get(job_url).json()["status"] == "succeeded", what="the job")
+        assert httpx.get(f"{base}/v1/blocked-ips/192.0.2.10").status_code == 200
+        printed = (tmp_path / "dev.log").read_text()
+        assert f"{base}/docs" in printed
+        assert f"{base}/metrics" in printed
+        family = [dev.pid] + [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
+        assert any("redis-server" in " ".join(psutil.Process(p).cmdline()) for p in family[1:])
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = dev.wait(timeout=60)
+    assert code == 0
+    leftovers = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert leftovers == []
