@@ -29,7 +29,7 @@ from types import FrameType
 from tasksvc import db, runner, store
 from tasksvc.clock import utcnow
 from tasksvc.config import Settings
-from tasksvc.jobtypes import default_registry
+from tasksvc.jobtypes import Registry, default_registry
 from tasksvc.logs import configure_logging
 from tasksvc.metrics import Metrics
 from tasksvc.queue import MessageQueue, connect, make_worker
@@ -52,13 +52,13 @@ def policy_of(settings: Settings) -> RetryPolicy:
     )
 
 
-def build_context(settings: Settings, metrics: Metrics) -> runner.WorkerContext:
+def build_context(settings: Settings, metrics: Metrics, registry: Registry | None = None) -> runner.WorkerContext:
     """Everything a worker process (or a test driving one in-process) needs."""
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
     return runner.WorkerContext(
         engine=db.make_engine(settings.sqlalchemy_url, pool_size=2),
         mq=MessageQueue(connect(redis_url)),
-        registry=default_registry(),
+        registry=registry if registry is not None else default_registry(),
         metrics=metrics,
         policy=policy_of(settings),
         job_timeout_s=settings.job_timeout,

@@ -27,10 +27,12 @@ from tasksvc import runner
 from tasksvc.api.app import create_app
 from tasksvc.config import Settings
 from tasksvc.db import make_engine
+from tasksvc.jobtypes import Registry
 from tasksvc.metrics import Metrics
 from tasksvc.migrate import upgrade
 from tasksvc.queue import MessageQueue, make_worker
 from tasksvc.worker import build_context, work_until_idle
+from tests.testtypes import Probe, registry_with
 
 PG_ADMIN_URL = os.environ.get("TASKSVC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TASKSVC_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -149,23 +151,42 @@ class Workers:
         finally:
             runner.bind(None)
 
+    def run_once(self) -> None:
+        """Run the messages on the queue now, without waiting for retries to come due."""
+        runner.bind(self.ctx)
+        try:
+            make_worker(self.ctx.mq.redis, name=f"test-{uuid.uuid4().hex[:8]}").work(burst=True)
+        finally:
+            runner.bind(None)
+
     @property
     def mq(self) -> MessageQueue:
         return self.ctx.mq
 
 
 @pytest.fixture
-def workers(settings: Settings) -> Iterator[Workers]:
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+def job_types(probe: Probe) -> Registry:
+    """The built-in job types plus `probe` (slow, failing, counting: see tests/testtypes.py)."""
+    return registry_with(probe.job_type(timeout_s=0.5))
+
+
+@pytest.fixture
+def workers(settings: Settings, job_types: Registry) -> Iterator[Workers]:
     registry = CollectorRegistry()
-    ctx = build_context(settings, Metrics(registry))
+    ctx = build_context(settings, Metrics(registry), registry=job_types)
     yield Workers(ctx, registry)
     ctx.engine.dispose()
     ctx.mq.redis.close()
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, registry=CollectorRegistry())
+def client(settings: Settings, job_types: Registry) -> Iterator[TestClient]:
+    app = create_app(settings, registry=CollectorRegistry(), job_types=job_types)
     with TestClient(app) as c:
         yield c
 

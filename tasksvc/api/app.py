@@ -15,9 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasksvc import __version__
 from tasksvc.api import problems, routes
+from tasksvc.api.waiters import Waiters
 from tasksvc.config import Settings
 from tasksvc.db import make_engine
-from tasksvc.jobtypes import default_registry
+from tasksvc.jobtypes import Registry, default_registry
 from tasksvc.metrics import Metrics
 from tasksvc.queue import MessageQueue, connect
 from tasksvc.service import JobService
@@ -77,6 +78,7 @@ def create_app(
     engine: Engine | None = None,
     redis: Redis | None = None,
     registry: CollectorRegistry | None = None,
+    job_types: Registry | None = None,
 ) -> FastAPI:
     """The API. `engine`/`redis` may be handed in (tests, `tasksvc dev`); else built from settings."""
     if settings.redis_url is None and redis is None:
@@ -84,13 +86,20 @@ def create_app(
     engine = engine or make_engine(settings.sqlalchemy_url)
     redis = redis or connect(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
     metrics_registry = registry or CollectorRegistry()
-    service = JobService(settings, engine, MessageQueue(redis), default_registry(), Metrics(metrics_registry))
+    job_types = job_types if job_types is not None else default_registry()
+    service = JobService(settings, engine, MessageQueue(redis), job_types, Metrics(metrics_registry))
+
+    waiters = Waiters(settings.redis_url.get_secret_value()) if settings.redis_url else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.api_keys is None:
             log.warning("API_KEYS is not set: the API is open to anyone who can reach it")
+        if waiters is not None:
+            await waiters.start()
         yield
+        if waiters is not None:
+            await waiters.stop()
         redis.close()
         engine.dispose()
 
@@ -101,6 +110,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.waiters = waiters
     app.state.settings = settings
     problems.install(app)
     app.include_router(routes.router)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from tasksvc.api.problems import MEDIA_TYPE, BadRequest
 from tasksvc.api.schemas import (
@@ -19,12 +22,16 @@ from tasksvc.api.schemas import (
     Problem,
     check_idempotency_key,
 )
+from tasksvc.api.waiters import Waiters
 from tasksvc.errors import BlockedIpNotFound, JobNotFound, PayloadInvalid
 from tasksvc.jobtypes.block_ip import normalise_ip
 from tasksvc.models import JobStatus
 from tasksvc.service import JobService, Submission
+from tasksvc.store import JobRecord
 
 router = APIRouter()
+MAX_WAIT_S = 30
+POLL_S = 0.5
 _PROBLEM = {"model": Problem, "content": {MEDIA_TYPE: {}}}
 
 
@@ -85,10 +92,45 @@ def _key(header: str | None, body: str | None) -> str | None:
     return header if header is not None else body
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobPublic, responses={404: _PROBLEM}, tags=["jobs"])
-def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    """One job, whatever its status."""
-    return JobPublic.of(_service(request).get(_job_id(job_id), _scope(request)))
+@router.get("/v1/jobs/{job_id}", response_model=JobPublic, responses={404: _PROBLEM, 422: _PROBLEM}, tags=["jobs"])
+async def get_job(
+    request: Request,
+    job_id: str,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to hold the request until the job is terminal")
+    ] = 0,
+) -> dict[str, Any]:
+    """One job, whatever its status. With `?wait=N`, answers as soon as it is terminal, or after N s."""
+    service, jid, scope = _service(request), _job_id(job_id), _scope(request)
+    job = await run_in_threadpool(service.get, jid, scope)
+    if wait > 0 and not job.status.terminal:
+        job = await _wait_terminal(request, service, jid, scope, wait)
+    return JobPublic.of(job)
+
+
+async def _wait_terminal(request: Request, service: JobService, jid: uuid.UUID, scope: str, wait_s: float) -> JobRecord:
+    waiters: Waiters | None = request.app.state.waiters
+    deadline = asyncio.get_running_loop().time() + wait_s
+    if waiters is None or not waiters.ready.is_set():
+        return await _poll_terminal(service, jid, scope, deadline)
+    with waiters.registered(str(jid)) as finished:
+        job = await run_in_threadpool(service.get, jid, scope)  # after registering: no completion is missed
+        if job.status.terminal:
+            return job
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+    return await run_in_threadpool(service.get, jid, scope)
+
+
+async def _poll_terminal(service: JobService, jid: uuid.UUID, scope: str, deadline: float) -> JobRecord:
+    """Fallback while the completion listener is not connected: read the row every POLL_S."""
+    loop = asyncio.get_running_loop()
+    while True:
+        job = await run_in_threadpool(service.get, jid, scope)
+        left = deadline - loop.time()
+        if job.status.terminal or left <= 0:
+            return job
+        await asyncio.sleep(min(POLL_S, left))
 
 
 @router.get("/v1/jobs", response_model=JobPage, responses={400: _PROBLEM, 422: _PROBLEM}, tags=["jobs"])
