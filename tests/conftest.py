@@ -34,6 +34,7 @@ from tasksvc.queue import MessageQueue, make_worker
 from tasksvc.worker import build_context, work_until_idle
 from tests.testtypes import Probe, registry_with
 
+pytest_plugins = ["tests.processes"]  # fixtures `env` and `started`: the real commands as subprocesses
 PG_ADMIN_URL = os.environ.get("TASKSVC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TASKSVC_TEST_REDIS", "redis://127.0.0.1:6379/13")
 TABLES = ("jobs", "idempotency_keys", "blocked_ips")
