@@ -45,6 +45,8 @@ def reconcile(ctx: WorkerContext, *, grace_s: float) -> dict[str, int]:
             done["resent"] += 1
     with db.write(ctx.engine) as conn:
         done["keys_pruned"] = store.delete_expired_keys(conn, now)
+    with db.read(ctx.engine) as conn:
+        ctx.bound.reset(store.count_waiting(conn))
     if done["lost"] or done["resent"]:
         log.warning("reconciled", extra=done)
     return done

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from tasksvc import db, retry, store
+from tasksvc.admission import QueueBound
 from tasksvc.blocklist import SqlBlockList
 from tasksvc.clock import rfc3339, utcnow
 from tasksvc.errors import PermanentError
@@ -52,6 +53,7 @@ class WorkerContext:
     policy: retry.RetryPolicy
     job_timeout_s: float
     worker_lost_timeout_s: float
+    bound: QueueBound
     rng: random.Random = field(default_factory=random.Random)
     current: tuple[uuid.UUID, int] | None = None
 
@@ -89,6 +91,7 @@ def process(ctx: WorkerContext, job_id: uuid.UUID) -> None:
     if record is None:
         log.debug("message for %s is a no-op: the job is not waiting", job_id)
     elif record.status is JobStatus.RUNNING:
+        ctx.bound.claimed()
         run_attempt(ctx, record)
     else:
         run_compensation(ctx, record)
@@ -171,6 +174,7 @@ def fail_attempt(
         with db.write(ctx.engine) as conn:
             moved = store.schedule_retry(conn, record.id, attempt=attempt, errors=errors, next_attempt_at=due, now=now)
         if moved:
+            ctx.bound.requeued()
             ctx.mq.schedule(str(record.id), attempt + 1, due.timestamp())
             ctx.metrics.job_retries.labels(record.type).inc()
             log.info("attempt failed, retrying", extra=_fields(record, "failure", error=error))

@@ -13,9 +13,10 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from uuid6 import uuid7
 
 from tasksvc import blocklist, db, store
+from tasksvc.admission import KeyLocks, QueueBound
 from tasksvc.clock import utcnow
 from tasksvc.config import Settings
 from tasksvc.errors import (
@@ -47,6 +49,7 @@ from tasksvc.queue import MessageQueue
 
 log = logging.getLogger("tasksvc.service")
 _RETRY_AFTER_S = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class JobService:
         self.mq = mq
         self.registry = registry
         self.metrics = metrics
+        self.bound = QueueBound(mq.redis, settings.queue_max_size)
+        self.key_locks = KeyLocks(mq.redis)
 
     # --- submit -------------------------------------------------------------------------------
 
@@ -109,15 +114,42 @@ class JobService:
         return model.model_dump(mode="json", by_alias=True, exclude_unset=True), max_attempts
 
     def submit(self, sub: Submission, scope: str = "") -> Submitted:
+        """Record a job and send its message, or replay the job its idempotency key names."""
         payload, max_attempts = self.validate(sub)
-        fp = fingerprint(sub.job_type, payload, max_attempts) if sub.idempotency_key else ""
-        if sub.idempotency_key:
+        if not sub.idempotency_key:
+            return self._create(sub, scope, payload, max_attempts, "")
+        fp = fingerprint(sub.job_type, payload, max_attempts)
+        token = self._guarded(lambda: self.key_locks.acquire(scope, sub.idempotency_key or ""))
+        if token is None:
+            raise IdempotencyKeyInUse()
+        try:
             replay = self._replay(scope, sub.idempotency_key, fp)
-            if replay is not None:
-                return replay
+            return replay if replay is not None else self._create(sub, scope, payload, max_attempts, fp)
+        finally:
+            with contextlib.suppress(RedisError):
+                self.key_locks.release(scope, sub.idempotency_key, token)
+
+    def _create(self, sub: Submission, scope: str, payload: dict[str, Any], max_attempts: int, fp: str) -> Submitted:
         self._admit()
-        job_id = uuid7()
+        try:
+            job = self._insert(sub, scope, payload, max_attempts, fp)
+        except BaseException:
+            with contextlib.suppress(RedisError):
+                self.bound.release()
+            raise
+        if isinstance(job, Submitted):  # the key was taken meanwhile (its lock had expired)
+            with contextlib.suppress(RedisError):
+                self.bound.release()
+            return job
+        self._send_first(job)
+        self.metrics.jobs_submitted.labels(sub.job_type).inc()
+        return Submitted(job, replayed=False)
+
+    def _insert(
+        self, sub: Submission, scope: str, payload: dict[str, Any], max_attempts: int, fp: str
+    ) -> store.JobRecord | Submitted:
         now = utcnow()
+        job_id = uuid7()
         try:
             with db.write(self.engine) as conn:
                 job = store.insert_job(
@@ -131,7 +163,6 @@ class JobService:
                     now=now,
                 )
                 if sub.idempotency_key:
-                    expires = now + timedelta(seconds=self.settings.idempotency_ttl)
                     store.delete_expired_keys(conn, now, scope, sub.idempotency_key)
                     store.insert_key(
                         conn,
@@ -139,19 +170,17 @@ class JobService:
                         key=sub.idempotency_key,
                         fingerprint=fp,
                         job_id=job_id,
-                        expires_at=expires,
+                        expires_at=now + timedelta(seconds=self.settings.idempotency_ttl),
                     )
+            return job
         except IntegrityError:
             assert sub.idempotency_key is not None  # the only unique constraint a new id can hit
             replay = self._replay(scope, sub.idempotency_key, fp)
-            if replay is None:  # the winner's row is not visible yet
+            if replay is None:
                 raise IdempotencyKeyInUse() from None
             return replay
         except SQLAlchemyError as exc:
             self._unavailable("database", exc)
-        self._send_first(job)
-        self.metrics.jobs_submitted.labels(sub.job_type).inc()
-        return Submitted(job, replayed=False)
 
     def _replay(self, scope: str, key: str, fp: str) -> Submitted | None:
         try:
@@ -170,14 +199,18 @@ class JobService:
         return Submitted(job, replayed=True)
 
     def _admit(self) -> None:
-        """Refuse new work at QUEUE_MAX_SIZE (SPEC section 7)."""
+        """Take a slot in the bounded queue, or refuse new work at QUEUE_MAX_SIZE (SPEC section 7)."""
+        if self._guarded(self.bound.try_admit):
+            return
+        self.metrics.jobs_rejected.labels("queue_full").inc()
+        raise QueueFull(retry_after_s=self._guarded(self.bound.retry_after_s))
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        """Run a Redis call; Redis unreachable is a 503 with nothing recorded."""
         try:
-            depth = self.mq.depth()
+            return call()
         except RedisError as exc:
             self._unavailable("redis", exc)
-        if depth >= self.settings.queue_max_size:
-            self.metrics.jobs_rejected.labels("queue_full").inc()
-            raise QueueFull(retry_after_s=_RETRY_AFTER_S)
 
     def _send_first(self, job: store.JobRecord) -> None:
         try:
@@ -186,11 +219,13 @@ class JobService:
             try:
                 with db.write(self.engine) as conn:
                     store.delete_unstarted(conn, job.id)
+                with contextlib.suppress(RedisError):
+                    self.bound.release()
             except SQLAlchemyError:
                 log.warning("job %s kept for the reconciler: its message and its delete failed", job.id)
             self._unavailable("redis", exc)
 
-    def _unavailable(self, backend: str, exc: Exception) -> Any:
+    def _unavailable(self, backend: str, exc: Exception) -> NoReturn:
         self.metrics.jobs_rejected.labels("backend_unavailable").inc()
         log.warning("%s unavailable: %s", backend, type(exc).__name__)
         raise BackendUnavailable(f"the {backend} is unavailable; nothing was recorded", retry_after_s=_RETRY_AFTER_S)
@@ -223,6 +258,8 @@ class JobService:
         if not cancelled:
             raise Conflict(f"a {job.status.value} job cannot be cancelled")
         self.metrics.jobs_finished.labels(job.type, JobStatus.CANCELLED.value).inc()
+        with contextlib.suppress(RedisError):
+            self.bound.release()
         try:
             self.mq.publish_done(str(job.id), JobStatus.CANCELLED.value)
         except RedisError:

@@ -27,6 +27,7 @@ from multiprocessing.context import SpawnProcess
 from types import FrameType
 
 from tasksvc import db, runner, store
+from tasksvc.admission import QueueBound
 from tasksvc.clock import utcnow
 from tasksvc.config import Settings
 from tasksvc.jobtypes import Registry, default_registry
@@ -54,10 +55,11 @@ def policy_of(settings: Settings) -> RetryPolicy:
 
 def build_context(settings: Settings, metrics: Metrics, registry: Registry | None = None) -> runner.WorkerContext:
     """Everything a worker process (or a test driving one in-process) needs."""
-    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
+    redis = connect(settings.redis_url.get_secret_value() if settings.redis_url else "")
     return runner.WorkerContext(
         engine=db.make_engine(settings.sqlalchemy_url, pool_size=2),
-        mq=MessageQueue(connect(redis_url)),
+        mq=MessageQueue(redis),
+        bound=QueueBound(redis, settings.queue_max_size),
         registry=registry if registry is not None else default_registry(),
         metrics=metrics,
         policy=policy_of(settings),
@@ -210,10 +212,10 @@ def serve_metrics(settings: Settings) -> None:
     from tasksvc.metrics import LiveGauges
     from tasksvc.queue import worker_count
 
-    redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
-    mq = MessageQueue(connect(redis_url))
+    redis = connect(settings.redis_url.get_secret_value() if settings.redis_url else "")
+    bound = QueueBound(redis, settings.queue_max_size)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(LiveGauges(mq.depth, settings.queue_max_size, lambda: worker_count(mq.redis)))
+    registry.register(LiveGauges(bound.depth, settings.queue_max_size, lambda: worker_count(redis)))
     start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
     log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)

@@ -19,8 +19,8 @@ from tasksvc.api.waiters import Waiters
 from tasksvc.config import Settings
 from tasksvc.db import make_engine
 from tasksvc.jobtypes import Registry, default_registry
-from tasksvc.metrics import Metrics
-from tasksvc.queue import MessageQueue, connect
+from tasksvc.metrics import LiveGauges, Metrics
+from tasksvc.queue import MessageQueue, connect, worker_count
 from tasksvc.service import JobService
 
 log = logging.getLogger("tasksvc.api")
@@ -108,6 +108,9 @@ def create_app(
         version=__version__,
         summary="Background jobs over HTTP: retries with backoff, compensation, idempotency, backpressure.",
         lifespan=lifespan,
+    )
+    metrics_registry.register(
+        LiveGauges(service.bound.depth, settings.queue_max_size, lambda: worker_count(redis))
     )
     app.state.service = service
     app.state.waiters = waiters

@@ -53,7 +53,8 @@ def test_observed_retry_waits_match_the_formula(
         observed = (_ts(job["startedAt"]) - _ts(err["at"])).total_seconds()
         errors_s.append(observed - err["retryInSeconds"])
     errors_s.sort()
-    print(f"retry lateness: min {errors_s[0]*1000:.1f} ms, median {errors_s[len(errors_s)//2]*1000:.1f} ms, max {errors_s[-1]*1000:.1f} ms")
+    median, worst = errors_s[len(errors_s) // 2], errors_s[-1]
+    print(f"retry lateness: min {errors_s[0] * 1000:.1f} ms, median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
     p99 = errors_s[min(len(errors_s) - 1, int(0.99 * len(errors_s)))]
     assert errors_s[0] >= -0.002, f"a retry started early: {errors_s[0]:.3f} s"  # ms rounding of timestamps
     assert p99 <= RESOLUTION_S, f"p99 lateness {p99:.3f} s over the documented {RESOLUTION_S} s"
