@@ -88,5 +88,3 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     for child in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-
-

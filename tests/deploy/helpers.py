@@ -1,4 +1,4 @@
-"""Reading docker-compose.yml the way compose does, for the tests of this folder."""
+"""Reading docker-compose.yml as compose does, and PromQL as the dashboard and alerts write it."""
 
 from __future__ import annotations
 

@@ -109,8 +109,6 @@ def test_one_entrypoint_for_api_worker_and_migrate(final: list[Instruction], rep
 
 
 def test_dockerignore_keeps_the_build_context_small(repo: Path) -> None:
-    patterns = {
-        line.strip() for line in (repo / ".dockerignore").read_text().splitlines() if not line.startswith("#")
-    }
+    patterns = {line.strip() for line in (repo / ".dockerignore").read_text().splitlines() if not line.startswith("#")}
     assert {".git", ".venv", "*.db", ".env"} <= patterns
     assert not patterns & {"pyproject.toml", "tasksvc", "README.md", "*", "**"}, "the build needs these"
