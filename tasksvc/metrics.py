@@ -68,6 +68,29 @@ class Metrics:
         )
 
 
+    def prime(self, job_types: Iterable[str]) -> None:
+        """Create every labelled series at 0, so the first event shows in rate() and increase()."""
+        for reason in REJECT_REASONS:
+            self.jobs_rejected.labels(reason)
+        for t in job_types:
+            for metric in (self.jobs_submitted, self.jobs_deduplicated, self.job_retries):
+                metric.labels(t)
+            for outcome in ATTEMPT_OUTCOMES:
+                self.job_attempts.labels(t, outcome)
+            for status in FINISHED_STATUSES:
+                self.jobs_finished.labels(t, status)
+            for outcome in COMPENSATION_OUTCOMES:
+                self.compensations.labels(t, outcome)
+            self.job_duration.labels(t)
+            self.job_latency.labels(t)
+
+
+REJECT_REASONS = ("queue_full", "backend_unavailable")
+ATTEMPT_OUTCOMES = ("success", "failure", "timeout", "worker_lost")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
+COMPENSATION_OUTCOMES = ("succeeded", "failed", "skipped")
+
+
 class LiveGauges(Collector):
     """tasksvc_queue_depth, tasksvc_queue_capacity and tasksvc_workers, read at scrape time."""
 

@@ -77,6 +77,7 @@ def worker_process(settings: Settings, name: str, burst: bool) -> None:
     _die_with_parent()
     configure_logging(settings)
     ctx = build_context(settings, Metrics())
+    ctx.metrics.prime(ctx.registry)
     runner.bind(ctx)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(ctx, stop), name="lease-heartbeat", daemon=True).start()

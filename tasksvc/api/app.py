@@ -87,7 +87,9 @@ def create_app(
     redis = redis or connect(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
     metrics_registry = registry or CollectorRegistry()
     job_types = job_types if job_types is not None else default_registry()
-    service = JobService(settings, engine, MessageQueue(redis), job_types, Metrics(metrics_registry))
+    metrics = Metrics(metrics_registry)
+    metrics.prime(job_types)
+    service = JobService(settings, engine, MessageQueue(redis), job_types, metrics)
 
     waiters = Waiters(settings.redis_url.get_secret_value()) if settings.redis_url else None
 
