@@ -67,7 +67,6 @@ class Metrics:
             registry=r,
         )
 
-
     def prime(self, job_types: Iterable[str]) -> None:
         """Create every labelled series at 0, so the first event shows in rate() and increase()."""
         for reason in REJECT_REASONS:

@@ -14,6 +14,7 @@ SIGTERM (or Ctrl-C): each worker finishes its current job, then everything exits
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import multiprocessing
 import os
@@ -39,6 +40,7 @@ from tasksvc.retry import RetryPolicy
 
 log = logging.getLogger("tasksvc.worker")
 PROMOTER_TICK_S = 0.01
+DEFAULT_JOB_TYPES = "tasksvc.jobtypes:default_registry"
 _PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_S = 1.0
 
@@ -72,11 +74,19 @@ def build_context(settings: Settings, metrics: Metrics, registry: Registry | Non
 # --- a worker process -------------------------------------------------------------------------
 
 
-def worker_process(settings: Settings, name: str, burst: bool) -> None:
+def load_registry(path: str) -> Registry:
+    """The job types named by `module:function` (a function returning a Registry)."""
+    module, _, function = path.partition(":")
+    factory = getattr(importlib.import_module(module), function)
+    registry: Registry = factory()
+    return registry
+
+
+def worker_process(settings: Settings, name: str, burst: bool, job_types: str = DEFAULT_JOB_TYPES) -> None:
     """Body of one worker process (spawned by the supervisor)."""
     _die_with_parent()
     configure_logging(settings)
-    ctx = build_context(settings, Metrics())
+    ctx = build_context(settings, Metrics(), registry=load_registry(job_types))
     ctx.metrics.prime(ctx.registry)
     runner.bind(ctx)
     stop = threading.Event()
@@ -136,8 +146,11 @@ def _lease_end(ctx: runner.WorkerContext) -> datetime:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, processes: int, burst: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, processes: int, burst: bool = False, job_types: str = DEFAULT_JOB_TYPES
+    ) -> None:
         self.settings = settings
+        self.job_types = job_types
         self.processes = processes
         self.burst = burst
         self.children: dict[str, SpawnProcess] = {}
@@ -147,7 +160,10 @@ class Supervisor:
     def start_child(self, index: int) -> None:
         name = f"tasksvc-{os.getpid()}-{index}-{random.randrange(1 << 30):x}"
         proc = self.mp.Process(
-            target=worker_process, args=(self.settings, name, self.burst), name=f"worker-{index}", daemon=False
+            target=worker_process,
+            args=(self.settings, name, self.burst, self.job_types),
+            name=f"worker-{index}",
+            daemon=False,
         )
         proc.start()
         self.children[str(index)] = proc
@@ -155,7 +171,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        ctx = build_context(self.settings, Metrics())
+        ctx = build_context(self.settings, Metrics(), registry=load_registry(self.job_types))
         for i in range(self.processes):
             self.start_child(i)
         log.info("started %d worker processes", self.processes)

@@ -13,6 +13,7 @@ from tasksvc.jobtypes.base import CompensationContext, JobType, Payload, RunCont
 
 class ProbePayload(Payload):
     sleep_s: float = 0.0
+    slow_attempts: int = 1000  # sleep only on the first k attempts
     fail_times: int = 0  # fail the first k attempts
     permanent: bool = False
     compensation_fails: bool = False
@@ -27,7 +28,7 @@ class Probe:
 
     def run(self, payload: ProbePayload, ctx: RunContext) -> dict[str, Any]:
         self.runs.append((str(ctx.job_id), ctx.attempt))
-        if payload.sleep_s:
+        if payload.sleep_s and ctx.attempt <= payload.slow_attempts:
             time.sleep(payload.sleep_s)
         if payload.permanent:
             raise PermanentError("this can never work")
@@ -48,3 +49,8 @@ def registry_with(*extra: JobType[Any]) -> Registry:
     registry = default_registry()
     registry.update({t.name: t for t in extra})
     return registry
+
+
+def probe_registry() -> Registry:
+    """For worker subprocesses (`Supervisor(job_types="tests.testtypes:probe_registry")`)."""
+    return registry_with(Probe().job_type())

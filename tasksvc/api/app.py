@@ -111,9 +111,7 @@ def create_app(
         summary="Background jobs over HTTP: retries with backoff, compensation, idempotency, backpressure.",
         lifespan=lifespan,
     )
-    metrics_registry.register(
-        LiveGauges(service.bound.depth, settings.queue_max_size, lambda: worker_count(redis))
-    )
+    metrics_registry.register(LiveGauges(service.bound.depth, settings.queue_max_size, lambda: worker_count(redis)))
     app.state.service = service
     app.state.waiters = waiters
     app.state.settings = settings
