@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 from redis import Redis
 from sqlalchemy import Engine
@@ -111,7 +112,8 @@ def create_app(
         summary="Background jobs over HTTP: retries with backoff, compensation, idempotency, backpressure.",
         lifespan=lifespan,
     )
-    metrics_registry.register(LiveGauges(service.bound.depth, settings.queue_max_size, lambda: worker_count(redis)))
+    gauges = LiveGauges(service.bound.depth, settings.queue_max_size, lambda: worker_count(redis))
+    metrics_registry.register(gauges)
     app.state.service = service
     app.state.waiters = waiters
     app.state.settings = settings
@@ -119,7 +121,19 @@ def create_app(
     app.include_router(routes.router)
     Instrumentator(
         should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics_registry
-    ).instrument(app).expose(app, include_in_schema=False)
+    ).instrument(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_endpoint() -> Response:
+        """Prometheus text format. Under `tasksvc api --workers N` (multiprocess mode), every
+        uvicorn process's counters are added up from PROMETHEUS_MULTIPROC_DIR."""
+        registry = metrics_registry
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(gauges)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

@@ -99,3 +99,20 @@ def test_dev_stack_serves_and_ctrl_c_leaves_nothing_behind(tmp_path: Path, datab
     assert code == 0
     leftovers = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert leftovers == []
+
+
+def test_api_with_several_uvicorn_workers_adds_up_its_counters(
+    started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str]
+) -> None:
+    assert subprocess.run([*TASKSVC, "migrate"], env=env, check=False, capture_output=True).returncode == 0
+    port = free_port()
+    started("api", "--port", str(port), "--workers", "2")
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API")
+    for i in range(6):  # new connections: spread over both uvicorn processes
+        assert httpx.post(f"{base}/v1/jobs", json={"type": "hash", "payload": {"data": str(i)}}).status_code == 202
+    for _ in range(4):  # whichever process answers, the totals are the sum of both
+        text = httpx.get(f"{base}/metrics").text
+        assert 'tasksvc_jobs_submitted_total{type="hash"} 6.0' in text
+        assert "tasksvc_queue_depth 6.0" in text
+        assert "tasksvc_queue_capacity 10000.0" in text
