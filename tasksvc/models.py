@@ -95,7 +95,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
-    result: Mapped[Any] = mapped_column(JSON)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     compensation_status: Mapped[str | None] = mapped_column(String(16))
     compensation_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
