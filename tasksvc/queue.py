@@ -115,7 +115,7 @@ class MessageQueue:
         now = time.time() if now_epoch_s is None else now_epoch_s
         return float(first[0][1]) - now
 
-    def depth(self) -> int:
+    def pending(self) -> int:
         """Messages waiting on the queue plus retries waiting in the due set."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.queue.key)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -263,7 +263,7 @@ def _compensation_failed(ctx: WorkerContext, record: store.JobRecord, message: s
 # --- shared -----------------------------------------------------------------------------------
 
 
-def _finished(ctx: WorkerContext, record: store.JobRecord, status: JobStatus, now: Any) -> None:
+def _finished(ctx: WorkerContext, record: store.JobRecord, status: JobStatus, now: datetime) -> None:
     ctx.metrics.jobs_finished.labels(record.type, status.value).inc()
     ctx.metrics.job_latency.labels(record.type).observe((now - record.created_at).total_seconds())
     try:

@@ -101,9 +101,8 @@ class JobService:
             model = job_type.parse(sub.payload)
         except ValidationError as exc:
             errors = [
-                {"loc": ["payload", *exc_loc], "msg": e["msg"], "type": e["type"]}
+                {"loc": ["payload", *e["loc"]], "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False, include_context=False, include_input=False)
-                for exc_loc in [list(e["loc"])]
             ]
             raise PayloadInvalid(errors=errors) from None
         max_attempts = self.settings.retry_max_attempts if sub.max_attempts is None else sub.max_attempts

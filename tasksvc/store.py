@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasksvc.models import (
@@ -180,8 +180,6 @@ def list_jobs(
 
 def count_waiting(conn: Connection) -> int:
     """Jobs waiting to run (queued, or retrying), across all scopes."""
-    from sqlalchemy import func
-
     stmt = (
         select(func.count())
         .select_from(Job.__table__)

@@ -119,7 +119,7 @@ def work_until_idle(ctx: runner.WorkerContext, work: Callable[..., bool]) -> Non
         ctx.mq.promote_due()
         work(burst=True)
         wait = ctx.mq.next_due_in()
-        if wait is None and ctx.mq.depth() == 0:
+        if wait is None and ctx.mq.pending() == 0:
             return
         time.sleep(min(max(wait or 0.0, 0.0), PROMOTER_TICK_S * 5))
 
