@@ -21,6 +21,7 @@ from tasksvc.queue import DONE_CHANNEL_PREFIX
 
 log = logging.getLogger("tasksvc.api")
 _RECONNECT_S = 1.0
+STOP_TIMEOUT_S = 2.0
 
 
 class Waiters:
@@ -29,15 +30,17 @@ class Waiters:
         self.events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="tasksvc-waiters")
 
     async def stop(self) -> None:
+        """Stop listening. Bounded: redis-py may swallow a cancellation inside its pub/sub calls."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
 
     @contextlib.contextmanager
     def registered(self, job_id: str) -> Iterator[asyncio.Event]:
@@ -52,7 +55,7 @@ class Waiters:
                 del self.events[job_id]
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
             client = AsyncRedis.from_url(self.redis_url)
             try:
                 async with client.pubsub() as pubsub:
