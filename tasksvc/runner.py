@@ -201,7 +201,6 @@ def fail_attempt(
 def run_compensation(ctx: WorkerContext, record: store.JobRecord) -> None:
     job_type = ctx.registry[record.type]
     assert job_type.compensate is not None
-    attempt = record.compensation_attempts
     try:
         payload = job_type.parse(record.payload)
         comp_ctx = CompensationContext(
@@ -212,19 +211,7 @@ def run_compensation(ctx: WorkerContext, record: store.JobRecord) -> None:
     except (Exception, AttemptTimeout) as exc:
         _compensation_failed(ctx, record, f"{type(exc).__name__}: {exc}")
         return
-    now = utcnow()
-    with db.write(ctx.engine) as conn:
-        done = store.finish_failed(
-            conn,
-            record.id,
-            compensation=CompensationStatus.SUCCEEDED,
-            error=None,
-            now=now,
-            compensation_attempt=attempt,
-        )
-    if done:
-        ctx.metrics.compensations.labels(record.type, "succeeded").inc()
-        _finished(ctx, record, JobStatus.FAILED, now)
+    _end_compensation(ctx, record, CompensationStatus.SUCCEEDED, None)
 
 
 def compensation_lost(ctx: WorkerContext, record: store.JobRecord) -> None:
@@ -246,17 +233,25 @@ def _compensation_failed(ctx: WorkerContext, record: store.JobRecord, message: s
         if moved:
             ctx.mq.schedule(str(record.id), attempt + 1, due.timestamp(), compensation=True)
         return
+    _end_compensation(ctx, record, CompensationStatus.FAILED, message)
+
+
+def _end_compensation(
+    ctx: WorkerContext, record: store.JobRecord, outcome: CompensationStatus, error: str | None
+) -> None:
+    """compensating -> failed, with how the compensation ended (if this worker still owns it)."""
+    now = utcnow()
     with db.write(ctx.engine) as conn:
         done = store.finish_failed(
             conn,
             record.id,
-            compensation=CompensationStatus.FAILED,
-            error=message,
+            compensation=outcome,
+            error=error,
             now=now,
-            compensation_attempt=attempt,
+            compensation_attempt=record.compensation_attempts,
         )
     if done:
-        ctx.metrics.compensations.labels(record.type, "failed").inc()
+        ctx.metrics.compensations.labels(record.type, outcome.value).inc()
         _finished(ctx, record, JobStatus.FAILED, now)
 
 
