@@ -40,6 +40,7 @@ from tasksvc.retry import RetryPolicy
 
 log = logging.getLogger("tasksvc.worker")
 PROMOTER_TICK_S = 0.01
+SUPERVISE_TICK_S = 0.1
 DEFAULT_JOB_TYPES = "tasksvc.jobtypes:default_registry"
 _PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_S = 1.0
@@ -175,6 +176,8 @@ class Supervisor:
         for i in range(self.processes):
             self.start_child(i)
         log.info("started %d worker processes", self.processes)
+        promoter = threading.Thread(target=self._promote, args=(ctx.mq,), name="promoter", daemon=True)
+        promoter.start()
         interval = min(self.settings.reconcile_interval, self.settings.worker_lost_timeout / 2)
         next_reconcile = 0.0
         while not self.stopping.is_set():
@@ -182,13 +185,21 @@ class Supervisor:
             if now >= next_reconcile:
                 self._safely(lambda: reconcile(ctx, grace_s=interval))
                 next_reconcile = now + interval
-            self._safely(ctx.mq.promote_due)
             if not self._keep_children():
                 break
-            self.stopping.wait(PROMOTER_TICK_S)
+            self.stopping.wait(SUPERVISE_TICK_S)
+        self.stopping.set()
         self._stop_children()
+        promoter.join(timeout=5)
         ctx.engine.dispose()
         return 0
+
+    def _promote(self, mq: MessageQueue) -> None:
+        """The retry scheduler: due retries onto the queue, every PROMOTER_TICK_S, in its own thread
+        so that a slow reconciler pass never delays a retry."""
+        while not self.stopping.is_set():
+            self._safely(mq.promote_due)
+            self.stopping.wait(PROMOTER_TICK_S)
 
     def _keep_children(self) -> bool:
         """Restart dead children (not in burst mode); False once a burst run is over."""

@@ -1,16 +1,21 @@
 """The wait actually observed between attempts matches wait(n) within the documented resolution.
 
 Real `tasksvc api` and `tasksvc worker` processes, SPEC's default retry settings
-(base 1 s, backoff 2, jitter 0.5). For each job, observed = start of the retry attempt -
+(base 1 s, backoff 2, jitter 0.5), submissions paced so that workers are idle when retries
+come due (a busy pool adds queueing delay, which is capacity, not the scheduler's
+resolution). For each job, observed = start of the retry attempt -
 time the failure was recorded; computed = the `retryInSeconds` the worker recorded. The
 README documents the scheduler's resolution as 100 ms at p99 (promoter tick 10 ms).
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -18,7 +23,8 @@ import pytest
 from tests.processes import TASKSVC, free_port, wait_for
 
 pytestmark = pytest.mark.slow
-JOBS = 30
+JOBS = 100
+SPACING_S = 0.05  # idle workers: the test measures the scheduler, not a saturated worker pool
 RESOLUTION_S = 0.100
 
 
@@ -37,14 +43,19 @@ def test_observed_retry_waits_match_the_formula(
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API")
     urls = []
+    next_at = time.monotonic()
     for i in range(JOBS):
         resp = httpx.post(f"{base}/v1/jobs", json={"type": "hash", "payload": {"data": str(i), "failTimes": 1}})
         urls.append(base + resp.headers["Location"])
+        next_at += SPACING_S
+        time.sleep(max(0.0, next_at - time.monotonic()))  # pacing the load, not waiting for a result
 
-    def all_done() -> list[dict[str, object]] | None:
-        jobs = [httpx.get(u).json() for u in urls]
-        return jobs if all(j["status"] == "succeeded" for j in jobs) else None
+    def all_done() -> list[dict[str, Any]] | None:
+        # One cheap request per look (the test must not load the machine it measures).
+        page = httpx.get(f"{base}/v1/jobs?status=succeeded&limit=200", timeout=30).json()
+        return page["items"] if len(page["items"]) == JOBS else None
 
+    httpx.get(urls[-1] + "?wait=30", timeout=40)  # long-poll the last one instead of polling them all
     jobs = wait_for(all_done, timeout_s=60, what="every job to succeed after one retry")
     errors_s = []
     for job in jobs:
@@ -55,6 +66,7 @@ def test_observed_retry_waits_match_the_formula(
     errors_s.sort()
     median, worst = errors_s[len(errors_s) // 2], errors_s[-1]
     print(f"retry lateness: min {errors_s[0] * 1000:.1f} ms, median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms")
-    p99 = errors_s[min(len(errors_s) - 1, int(0.99 * len(errors_s)))]
+    print("worst five:", [round(e * 1000) for e in errors_s[-5:]])
+    p99 = errors_s[math.ceil(0.99 * len(errors_s)) - 1]
     assert errors_s[0] >= -0.002, f"a retry started early: {errors_s[0]:.3f} s"  # ms rounding of timestamps
     assert p99 <= RESOLUTION_S, f"p99 lateness {p99:.3f} s over the documented {RESOLUTION_S} s"
