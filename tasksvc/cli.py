@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -88,28 +89,37 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     from tasksvc.logs import configure_logging
 
     configure_logging(settings)
-    if args.workers > 1:
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="tasksvc-api-metrics-"))
-    uvicorn.run(
-        "tasksvc.api.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-    )
+    metrics_dir = None
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tasksvc-api-metrics-")
+    try:
+        uvicorn.run(
+            "tasksvc.api.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tasksvc-worker-metrics-")
+    metrics_dir = tempfile.mkdtemp(prefix="tasksvc-worker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from tasksvc.logs import configure_logging
     from tasksvc.worker import Supervisor, serve_metrics
 
-    configure_logging(settings)
-    serve_metrics(settings)
-    return Supervisor(settings, processes=max(1, args.processes), burst=args.burst).run()
+    try:
+        configure_logging(settings)
+        serve_metrics(settings)
+        return Supervisor(settings, processes=max(1, args.processes), burst=args.burst).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _migrate(settings: Settings, _args: argparse.Namespace) -> int:

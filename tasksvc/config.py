@@ -12,6 +12,8 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from tasksvc.errors import ConfigError
 
@@ -57,6 +59,13 @@ class Settings(BaseSettings):
         scheme = value.get_secret_value().split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        url = value.get_secret_value()
+        if scheme == "postgres":
+            url = "postgresql" + url[len("postgres") :]
+        try:  # the URL may hold a password: our message never repeats it
+            make_url(url).get_dialect()
+        except (ValueError, ArgumentError, NoSuchModuleError):
+            raise ValueError("is not a URL SQLAlchemy can use (check the port and the driver)") from None
         return value
 
     @field_validator("redis_url")

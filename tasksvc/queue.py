@@ -158,6 +158,13 @@ def make_worker(redis: Redis, name: str | None = None) -> SimpleWorker:
     )
 
 
+def forget_worker(redis: Redis, name: str) -> None:
+    """Unregister a worker process that died without doing it itself (SIGKILL, crash)."""
+    worker = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + name, connection=redis)
+    if worker is not None:
+        worker.register_death()  # type: ignore[no-untyped-call]
+
+
 def worker_count(redis: Redis) -> int:
     """Worker processes currently registered with RQ on our queue."""
     return int(SimpleWorker.count(connection=redis, queue=Queue(QUEUE_NAME, connection=redis)))

@@ -13,6 +13,7 @@ SIGTERM (or Ctrl-C): each worker finishes its current job, then everything exits
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
@@ -20,12 +21,16 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+
+from redis import Redis
+from redis.exceptions import RedisError
 
 from tasksvc import db, runner, store
 from tasksvc.admission import QueueBound
@@ -34,12 +39,13 @@ from tasksvc.config import Settings
 from tasksvc.jobtypes import Registry, default_registry
 from tasksvc.logs import configure_logging
 from tasksvc.metrics import Metrics
-from tasksvc.queue import MessageQueue, connect, make_worker
+from tasksvc.queue import MessageQueue, connect, forget_worker, make_worker
 from tasksvc.reconciler import reconcile
 from tasksvc.retry import RetryPolicy
 
 log = logging.getLogger("tasksvc.worker")
 PROMOTER_TICK_S = 0.01
+FAILING_TICK_S = 0.5
 SUPERVISE_TICK_S = 0.1
 DEFAULT_JOB_TYPES = "tasksvc.jobtypes:default_registry"
 _PR_SET_PDEATHSIG = 1
@@ -84,20 +90,29 @@ def load_registry(path: str) -> Registry:
 
 
 def worker_process(settings: Settings, name: str, burst: bool, job_types: str = DEFAULT_JOB_TYPES) -> None:
-    """Body of one worker process (spawned by the supervisor)."""
+    """Body of one worker process (spawned by the supervisor). An error ends it as a log line, not a traceback."""
     _die_with_parent()
     configure_logging(settings)
+    try:
+        _work(settings, name, burst, job_types)
+    except Exception:
+        log.exception("worker process %s stopped on an error; the supervisor restarts it", name)
+        sys.exit(1)
+
+
+def _work(settings: Settings, name: str, burst: bool, job_types: str) -> None:
     ctx = build_context(settings, Metrics(), registry=load_registry(job_types))
     ctx.metrics.prime(ctx.registry)
     runner.bind(ctx)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(ctx, stop), name="lease-heartbeat", daemon=True).start()
     worker = make_worker(ctx.mq.redis, name=name)
+    rq_level = logging.getLevelName(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     try:
         if burst:
             work_until_idle(ctx, worker.work)
         else:
-            worker.work(logging_level=settings.log_level)
+            worker.work(logging_level=rq_level)
     finally:
         stop.set()
         ctx.engine.dispose()
@@ -154,9 +169,11 @@ class Supervisor:
         self.job_types = job_types
         self.processes = processes
         self.burst = burst
-        self.children: dict[str, SpawnProcess] = {}
+        self.children: dict[int, tuple[SpawnProcess, str]] = {}
+        self.restart_at: dict[int, float] = {}
         self.stopping = threading.Event()
         self.mp = multiprocessing.get_context("spawn")
+        self.guards = {name: StepGuard(name) for name in ("promoter", "reconciler", "supervisor")}
 
     def start_child(self, index: int) -> None:
         name = f"tasksvc-{os.getpid()}-{index}-{random.randrange(1 << 30):x}"
@@ -167,7 +184,7 @@ class Supervisor:
             daemon=False,
         )
         proc.start()
-        self.children[str(index)] = proc
+        self.children[index] = (proc, name)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -183,9 +200,9 @@ class Supervisor:
         while not self.stopping.is_set():
             now = time.monotonic()
             if now >= next_reconcile:
-                self._safely(lambda: reconcile(ctx, grace_s=interval))
+                self.guards["reconciler"].run(lambda: reconcile(ctx, grace_s=interval))
                 next_reconcile = now + interval
-            if not self._keep_children():
+            if not self.guards["supervisor"].run(lambda: self._keep_children(ctx.mq.redis)):
                 break
             self.stopping.wait(SUPERVISE_TICK_S)
         self.stopping.set()
@@ -197,40 +214,71 @@ class Supervisor:
     def _promote(self, mq: MessageQueue) -> None:
         """The retry scheduler: due retries onto the queue, every PROMOTER_TICK_S, in its own thread
         so that a slow reconciler pass never delays a retry."""
+        guard = self.guards["promoter"]
         while not self.stopping.is_set():
-            self._safely(mq.promote_due)
-            self.stopping.wait(PROMOTER_TICK_S)
+            ok = guard.run(mq.promote_due)
+            self.stopping.wait(PROMOTER_TICK_S if ok else FAILING_TICK_S)
 
-    def _keep_children(self) -> bool:
-        """Restart dead children (not in burst mode); False once a burst run is over."""
-        for key, proc in list(self.children.items()):
+    def _keep_children(self, redis: Redis) -> bool:
+        """Restart dead children after RESTART_BACKOFF_S (not in burst mode); False once a burst is over."""
+        now = time.monotonic()
+        for index, (proc, name) in list(self.children.items()):
             if proc.is_alive():
                 continue
+            if index not in self.restart_at:
+                log.warning("worker process %s exited with %s", proc.pid, proc.exitcode)
+                self.restart_at[index] = now + RESTART_BACKOFF_S
+                with contextlib.suppress(RedisError):  # it may have died without unregistering (SIGKILL)
+                    forget_worker(redis, name)
             if self.burst:
-                del self.children[key]
-                continue
-            log.warning("worker process %s exited with %s; restarting", proc.pid, proc.exitcode)
-            time.sleep(RESTART_BACKOFF_S)
-            self.start_child(int(key))
+                del self.children[index]
+            elif now >= self.restart_at[index]:
+                del self.restart_at[index]
+                self.start_child(index)
         return bool(self.children) or not self.burst
 
     def _stop_children(self) -> None:
-        for proc in self.children.values():
+        for proc, _name in self.children.values():
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
-        for proc in self.children.values():
+        for proc, _name in self.children.values():
             proc.join()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received signal %d: workers finish their current job, then exit", signum)
         self.stopping.set()
 
-    @staticmethod
-    def _safely(step: Callable[[], object]) -> None:
+
+class StepGuard:
+    """Runs a recurring step; a failing step is logged once, then once per LOG_EVERY_S, not every tick."""
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self.logged_at = 0.0
+
+    def run(self, step: Callable[[], object]) -> bool:
         try:
-            step()
-        except Exception:
-            log.warning("supervisor step failed; retrying on the next tick", exc_info=True)
+            result = step()
+        except Exception as exc:
+            self._failed(exc)
+            return True  # keep going: the next tick tries again
+        if self.failures:
+            log.warning("%s recovered after %d failed tries", self.name, self.failures)
+            self.failures = 0
+        return result is not False
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if self.failures == 1:
+            log.warning("%s failed; retrying", self.name, exc_info=exc)
+            self.logged_at = now
+        elif now - self.logged_at >= self.LOG_EVERY_S:
+            log.warning("%s still failing (%d tries): %s", self.name, self.failures, type(exc).__name__)
+            self.logged_at = now
 
 
 def serve_metrics(settings: Settings) -> None:

@@ -270,11 +270,6 @@ def test_counters_survive_a_killed_and_restarted_worker_process(
     assert series(worker, "tasksvc_job_latency_seconds_count", "type") == {("hash",): total}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasksvc_workers counts RQ registrations: a SIGKILLed worker process stays registered "
-    "until its RQ key expires (worker_ttl 420 s + 60 s), so the gauge reads 3 after a restart",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_workers_gauge_forgets_a_killed_worker_process(
     started: Start, env: dict[str, str], database_url: str, redis_url: str
@@ -396,11 +391,6 @@ def test_text_logs_are_not_json_and_still_carry_the_attempt_fields(
         assert [line for line in lines if as_json(line) is not None] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="configure_logging() floors the rq loggers at WARNING, but RQ's worker.work(logging_level=LOG_LEVEL) "
-    "sets rq.worker back to INFO: 4-5 RQ lines per message, 'Job OK' even for a failed attempt",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_worker_logs_no_rq_chatter_at_info(
     started: Start, env: dict[str, str], database_url: str, tmp_path: Path
@@ -413,11 +403,6 @@ def test_worker_logs_no_rq_chatter_at_info(
     assert [d for d in docs if d.get("logger", "").startswith("rq") and d.get("level") == "INFO"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn's records carry `color_message` (ANSI escapes), which JsonFormatter/TextFormatter copy "
-    "into every 'Started server process' / 'Uvicorn running' line",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_api_logs_carry_no_terminal_colour_codes(
     started: Start, env: dict[str, str], database_url: str, tmp_path: Path
@@ -454,11 +439,6 @@ def start_without_redis(started: Start) -> tuple[subprocess.Popen[bytes], set[in
     return worker, pids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker process that dies of an exception (here: Redis refuses connections) prints "
-    "multiprocessing's plain-text traceback on stderr, so LOG_FORMAT=json output is not all JSON",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_worker_logs_stay_json_when_a_worker_process_dies(started: Start, tmp_path: Path) -> None:
     start_without_redis(started)
@@ -467,11 +447,6 @@ def test_worker_logs_stay_json_when_a_worker_process_dies(started: Start, tmp_pa
     assert [line for line in lines if as_json(line) is None] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="while Redis is down the supervisor logs a full traceback on every 10 ms promoter tick "
-    "(about 70 WARNING lines, 200 kB, per second)",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_worker_log_volume_is_bounded_while_redis_is_down(started: Start, tmp_path: Path) -> None:
     start_without_redis(started)
@@ -552,11 +527,6 @@ def test_no_secret_reaches_logs_metrics_or_answers(
         assert [text for text in shown if secret in text] == [], secret
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a DATABASE_URL that passes the scheme check but that SQLAlchemy cannot parse (port not a number) "
-    "stops the process with a full traceback, not one line naming DATABASE_URL (SPEC section 11)",
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_unparsable_database_url_stops_with_one_line_and_no_secret(env: dict[str, str]) -> None:
     bad = {**env, "DATABASE_URL": f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:notaport/tasksvc"}
