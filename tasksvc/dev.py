@@ -49,6 +49,7 @@ def start_embedded_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]
             "warning",
         ],
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches the API and workers, not Redis: it stops last, by us
     )
     deadline = time.monotonic() + 10
     while not sock.exists():

@@ -95,8 +95,13 @@ class OwnRedis:
             except RedisConnectionError:
                 return False
 
-        wait_for(pings, timeout_s=10, what="redis-server")
-        client.close()
+        try:
+            wait_for(pings, timeout_s=10, what="redis-server")
+        except AssertionError:
+            self.kill()  # never leave a server behind
+            raise
+        finally:
+            client.close()
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -107,9 +112,11 @@ class OwnRedis:
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
 
 
 def job(client: TestClient, job_id: str) -> dict[str, Any]:
