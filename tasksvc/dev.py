@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from tasksvc.config import Settings
+from tasksvc.procs import die_with_parent
 
 STOP_TIMEOUT_S = 30.0
 
@@ -50,6 +51,7 @@ def start_embedded_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]
         ],
         stdout=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches the API and workers, not Redis: it stops last, by us
+        preexec_fn=die_with_parent,  # and if `tasksvc dev` is killed outright, Redis goes with it
     )
     deadline = time.monotonic() + 10
     while not sock.exists():
@@ -73,8 +75,10 @@ def run_dev(settings: Settings, *, port: int, workers: int) -> int:
     env.setdefault("WORKER_METRICS_PORT", str(settings.worker_metrics_port))
     cmd = [sys.executable, "-m", "tasksvc.cli"]
     children = [
-        subprocess.Popen([*cmd, "worker", "--processes", str(workers)], env=env),
-        subprocess.Popen([*cmd, "api", "--host", "127.0.0.1", "--port", str(port)], env=env),
+        subprocess.Popen([*cmd, "worker", "--processes", str(workers)], env=env, preexec_fn=die_with_parent),
+        subprocess.Popen(
+            [*cmd, "api", "--host", "127.0.0.1", "--port", str(port)], env=env, preexec_fn=die_with_parent
+        ),
     ]
     base = f"http://127.0.0.1:{port}"
     print(

@@ -14,7 +14,6 @@ SIGTERM (or Ctrl-C): each worker finishes its current job, then everything exits
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import logging
 import multiprocessing
@@ -39,6 +38,7 @@ from tasksvc.config import Settings
 from tasksvc.jobtypes import Registry, default_registry
 from tasksvc.logs import configure_logging
 from tasksvc.metrics import Metrics
+from tasksvc.procs import die_with_parent
 from tasksvc.queue import MessageQueue, connect, forget_worker, make_worker
 from tasksvc.reconciler import reconcile
 from tasksvc.retry import RetryPolicy
@@ -48,7 +48,6 @@ PROMOTER_TICK_S = 0.01
 FAILING_TICK_S = 0.5
 SUPERVISE_TICK_S = 0.1
 DEFAULT_JOB_TYPES = "tasksvc.jobtypes:default_registry"
-_PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF_S = 1.0
 
 
@@ -91,7 +90,7 @@ def load_registry(path: str) -> Registry:
 
 def worker_process(settings: Settings, name: str, burst: bool, job_types: str = DEFAULT_JOB_TYPES) -> None:
     """Body of one worker process (spawned by the supervisor). An error ends it as a log line, not a traceback."""
-    _die_with_parent()
+    die_with_parent()
     configure_logging(settings)
     try:
         _work(settings, name, burst, job_types)
@@ -116,17 +115,6 @@ def _work(settings: Settings, name: str, burst: bool, job_types: str) -> None:
     finally:
         stop.set()
         ctx.engine.dispose()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to send this process SIGTERM when the supervisor dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown still stops us
-        return
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def work_until_idle(ctx: runner.WorkerContext, work: Callable[..., bool]) -> None:
