@@ -33,7 +33,8 @@ fmt: $(STAMP)
 	$(BIN)/ruff format tasksvc tests bench
 	$(BIN)/ruff check --fix tasksvc tests bench
 
-bench: $(STAMP) services
+bench: $(STAMP)
+	@bash scripts/test-services.sh --bench
 	$(BIN)/python -m bench
 
 clean:

@@ -27,6 +27,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+if [ "${1:-}" = "--bench" ] && ! command -v wrk >/dev/null; then
+  echo "installing wrk (Debian package) for the benchmark's load"
+  apt_install wrk || echo "wrk unavailable: the benchmark falls back to its Python load generator"
+fi
+
 if ! command -v promtool >/dev/null; then
   echo "installing promtool (Debian package prometheus)"
   apt_install prometheus

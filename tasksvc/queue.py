@@ -49,8 +49,8 @@ class MessageQueue:
     def queue(self) -> Queue:
         return Queue(QUEUE_NAME, connection=self.redis, serializer=JSONSerializer)
 
-    def send(self, job_id: str, attempt: int, compensation: bool = False) -> None:
-        """Put the message for this attempt on the queue (idempotent)."""
+    def send(self, job_id: str, attempt: int, compensation: bool = False, at_front: bool = False) -> None:
+        """Put the message for this attempt on the queue (idempotent). `at_front`: due retries go first."""
         msg = message_id(job_id, attempt, compensation)
         queue = self.queue
         try:
@@ -62,11 +62,12 @@ class MessageQueue:
                 result_ttl=0,
                 failure_ttl=3600,
                 unique=True,
+                at_front=at_front,
             )
         except DuplicateJobError:
-            self._resend_if_dead(queue, msg, job_id)
+            self._resend_if_dead(queue, msg, job_id, at_front)
 
-    def _resend_if_dead(self, queue: Queue, msg: str, job_id: str) -> None:
+    def _resend_if_dead(self, queue: Queue, msg: str, job_id: str, at_front: bool) -> None:
         try:
             old = RQJob.fetch(msg, connection=self.redis, serializer=JSONSerializer)
         except NoSuchJobError:
@@ -75,7 +76,9 @@ class MessageQueue:
             return
         if old is not None:
             old.delete()
-        queue.enqueue_call(RUN_FUNCTION, args=(job_id,), job_id=msg, timeout=-1, result_ttl=0, failure_ttl=3600)
+        queue.enqueue_call(
+            RUN_FUNCTION, args=(job_id,), job_id=msg, timeout=-1, result_ttl=0, failure_ttl=3600, at_front=at_front
+        )
 
     def has_live_message(self, job_id: str, attempt: int, compensation: bool = False) -> bool:
         """True if Redis holds this attempt's message, waiting or being worked on."""
@@ -103,7 +106,8 @@ class MessageQueue:
                 continue  # another promoter took it
             job_id, _, tag = msg.rpartition("-")
             compensation = tag.startswith("c")
-            self.send(job_id, int(tag.removeprefix("c")), compensation)
+            # A due retry has waited its turn already: it goes before new work, not behind a backlog.
+            self.send(job_id, int(tag.removeprefix("c")), compensation, at_front=True)
             moved += 1
         return moved
 

@@ -14,6 +14,7 @@ SIGTERM (or Ctrl-C): each worker finishes its current job, then everything exits
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -109,7 +110,7 @@ def _work(settings: Settings, name: str, burst: bool, job_types: str) -> None:
     rq_level = logging.getLevelName(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     try:
         if burst:
-            work_until_idle(ctx, worker.work)
+            work_until_idle(ctx, functools.partial(worker.work, logging_level=rq_level))
         else:
             worker.work(logging_level=rq_level)
     finally:

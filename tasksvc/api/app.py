@@ -84,7 +84,8 @@ def create_app(
     """The API. `engine`/`redis` may be handed in (tests, `tasksvc dev`); else built from settings."""
     if settings.redis_url is None and redis is None:
         raise ValueError("REDIS_URL is not set")
-    engine = engine or make_engine(settings.sqlalchemy_url)
+    # Sync routes run in anyio's thread pool (40 threads): as many connections, so none is churned.
+    engine = engine or make_engine(settings.sqlalchemy_url, pool_size=20)
     redis = redis or connect(settings.redis_url.get_secret_value())  # type: ignore[union-attr]
     metrics_registry = registry or CollectorRegistry()
     job_types = job_types if job_types is not None else default_registry()
