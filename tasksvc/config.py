@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from tasksvc.auth import ApiKey, parse_api_keys
 from tasksvc.errors import ConfigError
 
 _WEEK_S = 7 * 86_400
@@ -74,6 +75,18 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())  # raises without repeating a secret
+        return value
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        """The parsed API_KEYS (empty: the API is open)."""
+        return parse_api_keys(self.api_keys.get_secret_value()) if self.api_keys else ()
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:

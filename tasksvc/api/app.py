@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 from redis import Redis
@@ -119,7 +119,9 @@ def create_app(
     app.state.waiters = waiters
     app.state.settings = settings
     problems.install(app)
-    app.include_router(routes.router)
+    app.state.api_keys = settings.keys
+    app.include_router(routes.router, dependencies=[Depends(routes.authenticate)])
+    app.include_router(routes.ops)
     Instrumentator(
         should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics_registry
     ).instrument(app)

@@ -65,6 +65,8 @@ def _for_error(exc: errors.TasksvcError) -> JSONResponse:
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers = {"Retry-After": str(retry_after)}
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="tasksvc"'}
     extra = {"errors": _errors_of(exc)}
     return problem(status, kind, title, exc.detail, headers, **extra)
 

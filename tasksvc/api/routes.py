@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tasksvc.api.problems import MEDIA_TYPE, BadRequest
+from tasksvc.api.problems import MEDIA_TYPE, BadRequest, Unauthorized
 from tasksvc.api.schemas import (
     BlockedIpPage,
     BlockedIpPublic,
@@ -23,16 +23,18 @@ from tasksvc.api.schemas import (
     check_idempotency_key,
 )
 from tasksvc.api.waiters import Waiters
+from tasksvc.auth import scope_of
 from tasksvc.errors import BlockedIpNotFound, JobNotFound, PayloadInvalid
 from tasksvc.jobtypes.block_ip import normalise_ip
 from tasksvc.models import JobStatus
 from tasksvc.service import JobService, Submission
 from tasksvc.store import JobRecord
 
-router = APIRouter()
 MAX_WAIT_S = 30
 POLL_S = 0.5
 _PROBLEM = {"model": Problem, "content": {MEDIA_TYPE: {}}}
+router = APIRouter(responses={401: _PROBLEM})  # /v1: behind `authenticate` (see create_app)
+ops = APIRouter()  # health and readiness: open
 
 
 def _service(request: Request) -> JobService:
@@ -40,8 +42,21 @@ def _service(request: Request) -> JobService:
     return service
 
 
-def _scope(_request: Request) -> str:
-    return ""  # one global scope until API keys (SPEC section 10) scope jobs per key
+def _scope(request: Request) -> str:
+    scope: str = request.state.scope  # set by `authenticate`
+    return scope
+
+
+def authenticate(request: Request) -> None:
+    """With API_KEYS set, every /v1 call needs `Authorization: Bearer <key>`; its key is its scope."""
+    keys = request.app.state.api_keys
+    if not keys:
+        request.state.scope = ""  # open API: one global scope
+        return
+    scope = scope_of(keys, request.headers.get("Authorization"))
+    if scope is None:
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
+    request.state.scope = scope
 
 
 def _job_id(raw: str) -> uuid.UUID:
@@ -194,13 +209,13 @@ def get_blocked_ip(request: Request, ip: str) -> dict[str, Any]:
     return BlockedIpPublic.of(_service(request).blocked_ip(normal))
 
 
-@router.get("/healthz", tags=["operations"])
+@ops.get("/healthz", tags=["operations"])
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["operations"])
+@ops.get("/readyz", tags=["operations"])
 def readyz(request: Request) -> JSONResponse:
     """Readiness: the database and Redis answer (503 otherwise)."""
     checks = _service(request).ready()

@@ -155,7 +155,7 @@ def test_a_secret_never_appears_in_the_error(monkeypatch: pytest.MonkeyPatch, en
 def test_a_secret_never_appears_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", f"postgresql://user:{SECRET}@h/db")
     monkeypatch.setenv("REDIS_URL", f"redis://:{SECRET}@h:6379/0")
-    monkeypatch.setenv("API_KEYS", f"ops:{SECRET}")
+    monkeypatch.setenv("API_KEYS", f"ops:{SECRET}-{SECRET}")
     s = load_settings()
     assert SECRET not in repr(s)
     assert SECRET not in str(s)
