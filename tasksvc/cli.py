@@ -16,10 +16,46 @@ from collections.abc import Sequence
 from tasksvc.config import Settings, load_settings
 from tasksvc.errors import ConfigError
 
-ENV_HELP = """environment (or .env): DATABASE_URL, REDIS_URL, RETRY_MAX_ATTEMPTS, RETRY_BASE_DELAY,
-RETRY_BACKOFF, RETRY_JITTER_RATIO, RETRY_MAX_DELAY, RETRY_MAX_ATTEMPTS_LIMIT, QUEUE_MAX_SIZE,
-JOB_TIMEOUT, WORKER_LOST_TIMEOUT, IDEMPOTENCY_TTL, MAX_BODY_BYTES, API_KEYS, LOG_LEVEL,
-LOG_FORMAT, RECONCILE_INTERVAL, WORKER_METRICS_PORT (see .env.example and the README)."""
+_LOGS = ("LOG_LEVEL", "LOG_FORMAT")
+_RETRY = ("RETRY_MAX_ATTEMPTS", "RETRY_BASE_DELAY", "RETRY_BACKOFF", "RETRY_JITTER_RATIO", "RETRY_MAX_DELAY")
+#: command -> the variables it reads (every variable is validated at start by every command)
+READS: dict[str, tuple[str, ...]] = {
+    "api": (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "API_KEYS",
+        "MAX_BODY_BYTES",
+        "QUEUE_MAX_SIZE",
+        "IDEMPOTENCY_TTL",
+        "RETRY_MAX_ATTEMPTS",
+        "RETRY_MAX_ATTEMPTS_LIMIT",
+        *_LOGS,
+    ),
+    "worker": (
+        "DATABASE_URL",
+        "REDIS_URL",
+        *_RETRY,
+        "QUEUE_MAX_SIZE",
+        "JOB_TIMEOUT",
+        "WORKER_LOST_TIMEOUT",
+        "RECONCILE_INTERVAL",
+        "WORKER_METRICS_PORT",
+        *_LOGS,
+    ),
+    "migrate": ("DATABASE_URL",),
+    "dev": (
+        "DATABASE_URL",
+        "REDIS_URL (unset: an embedded Redis)",
+        "and everything `api` and `worker` read",
+    ),
+}
+
+
+def _env_help(command: str) -> str:
+    return f"reads (environment or .env): {', '.join(READS[command])}. See .env.example and the README."
+
+
+ENV_HELP = "Configuration: environment variables or .env (see .env.example and the README)."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         "api",
         help="serve the HTTP API",
         formatter_class=fmt,
-        epilog=ENV_HELP,
-        description="Serve the HTTP API (uvicorn). Needs REDIS_URL; reads DATABASE_URL and the rest.",
+        epilog=_env_help("api"),
+        description="Serve the HTTP API (uvicorn). Needs REDIS_URL.",
     )
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
@@ -42,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "worker",
         help="run worker processes",
         formatter_class=fmt,
-        epilog=ENV_HELP,
+        epilog=_env_help("worker"),
         description="Run N worker processes with the retry promoter, the reconciler and /metrics "
         "on WORKER_METRICS_PORT. SIGTERM: finish current jobs, then exit. Needs REDIS_URL.",
     )
@@ -53,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate",
         help="apply database migrations",
         formatter_class=fmt,
-        epilog=ENV_HELP,
+        epilog=_env_help("migrate"),
         description="Create or upgrade the schema of DATABASE_URL (Alembic).",
     )
 
@@ -61,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "dev",
         help="API + workers + embedded Redis on SQLite, one command",
         formatter_class=fmt,
-        epilog=ENV_HELP,
+        epilog=_env_help("dev"),
         description="Migrate DATABASE_URL, start an embedded Redis (unless REDIS_URL is set), "
         "N worker processes and the API on 127.0.0.1. Ctrl-C stops all of it.",
     )
