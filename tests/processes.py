@@ -88,3 +88,14 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     for child in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
+
+
+def start_api(started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str], *args: str, **extra: str) -> str:
+    """Migrate, start `tasksvc api` on a free port and wait until it is ready; its base URL."""
+    migrated = subprocess.run([*TASKSVC, "migrate"], env={**env, **extra}, check=False, capture_output=True)
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    started("api", "--port", str(port), *args, **extra)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API to be ready")
+    return base

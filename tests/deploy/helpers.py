@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from typing import Any
+
+import pytest
 
 _DEFAULTED = re.compile(r"\$\{(?P<name>\w+):?-(?P<default>[^}]*)\}")
 
@@ -74,3 +78,18 @@ def label_names(expr: str) -> dict[str, set[str]]:
         found.setdefault(metric, set()).update(_MATCHER.findall(matchers))
     found[""] = {label.strip() for group in _GROUPING.findall(text) for label in group.split(",") if label.strip()}
     return found
+
+
+def prometheus_tool(name: str) -> str:
+    """`promtool` or `prometheus` from Debian's `prometheus` package: a missing one fails the test,
+    unless TASKSVC_ALLOW_NO_PROMTOOL=1 (then it is skipped)."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    if os.environ.get("TASKSVC_ALLOW_NO_PROMTOOL") == "1":
+        pytest.skip(f"{name} is not on PATH and TASKSVC_ALLOW_NO_PROMTOOL=1")
+    pytest.fail(
+        f"{name} is not on PATH: install it (Debian: `apt-get install --no-install-recommends prometheus`) "
+        "or set TASKSVC_ALLOW_NO_PROMTOOL=1 to skip the Prometheus checks",
+        pytrace=False,
+    )

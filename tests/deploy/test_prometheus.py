@@ -7,32 +7,19 @@ TASKSVC_ALLOW_NO_PROMTOOL=1.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from .helpers import environment, grafana_to_promql
+from .helpers import environment, grafana_to_promql, prometheus_tool
 
 PROMETHEUS = Path("deploy/prometheus")
 
 
 def promtool() -> str:
-    """The promtool binary; a missing one fails the test unless TASKSVC_ALLOW_NO_PROMTOOL=1."""
-    path = shutil.which("promtool")
-    if path is not None:
-        return path
-    if os.environ.get("TASKSVC_ALLOW_NO_PROMTOOL") == "1":
-        pytest.skip("promtool is not on PATH and TASKSVC_ALLOW_NO_PROMTOOL=1")
-    pytest.fail(
-        "promtool is not on PATH: install it (Debian: `apt-get install --no-install-recommends prometheus`) "
-        "or set TASKSVC_ALLOW_NO_PROMTOOL=1 to skip the Prometheus checks",
-        pytrace=False,
-    )
+    return prometheus_tool("promtool")
 
 
 def run(repo: Path, *args: str) -> None:

@@ -12,7 +12,7 @@ import httpx2 as httpx
 import psutil
 import pytest
 
-from tests.processes import TASKSVC, free_port, stop, wait_for
+from tests.processes import TASKSVC, free_port, start_api, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -104,11 +104,7 @@ def test_dev_stack_serves_and_ctrl_c_leaves_nothing_behind(tmp_path: Path, datab
 def test_api_with_several_uvicorn_workers_adds_up_its_counters(
     started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str]
 ) -> None:
-    assert subprocess.run([*TASKSVC, "migrate"], env=env, check=False, capture_output=True).returncode == 0
-    port = free_port()
-    started("api", "--port", str(port), "--workers", "2")
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API")
+    base = start_api(started, env, "--workers", "2")
     for i in range(6):  # new connections: spread over both uvicorn processes
         assert httpx.post(f"{base}/v1/jobs", json={"type": "hash", "payload": {"data": str(i)}}).status_code == 202
     for _ in range(4):  # whichever process answers, the totals are the sum of both

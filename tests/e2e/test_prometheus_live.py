@@ -9,7 +9,6 @@ unless TASKSVC_ALLOW_NO_PROMTOOL=1 (as tests/deploy/test_prometheus.py does for 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import httpx2 as httpx
 import pytest
 import yaml
 
-from tests.deploy.helpers import grafana_to_promql
+from tests.deploy.helpers import grafana_to_promql, prometheus_tool
 from tests.processes import TASKSVC, free_port, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -72,16 +71,7 @@ TOTALS = {
 
 
 def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is not None:
-        return path
-    if os.environ.get("TASKSVC_ALLOW_NO_PROMTOOL") == "1":
-        pytest.skip("prometheus is not on PATH and TASKSVC_ALLOW_NO_PROMTOOL=1")
-    pytest.fail(
-        "prometheus is not on PATH: install it (Debian: `apt-get install --no-install-recommends prometheus`) "
-        "or set TASKSVC_ALLOW_NO_PROMTOOL=1 to skip the Prometheus checks",
-        pytrace=False,
-    )
+    return prometheus_tool("prometheus")
 
 
 def dashboard_exprs() -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from tests.processes import TASKSVC, free_port, wait_for
+from tests.processes import start_api, wait_for
 
 pytestmark = pytest.mark.slow
 JOBS = 100
@@ -35,13 +35,8 @@ def _ts(text: str) -> datetime:
 def test_observed_retry_waits_match_the_formula(
     started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str]
 ) -> None:
-    defaults = {k: v for k, v in env.items() if not k.startswith("RETRY_")}
-    assert subprocess.run([*TASKSVC, "migrate"], env=defaults, check=False, capture_output=True).returncode == 0
-    port = free_port()
-    started("api", "--port", str(port), RETRY_BASE_DELAY="1.0")
+    base = start_api(started, env, RETRY_BASE_DELAY="1.0")  # SPEC's defaults (the suite's env speeds them up)
     started("worker", "--processes", "2", RETRY_BASE_DELAY="1.0")
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API")
     urls = []
     next_at = time.monotonic()
     for i in range(JOBS):

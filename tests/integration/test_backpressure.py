@@ -20,7 +20,7 @@ from tasksvc.db import make_engine
 from tasksvc.metrics import Metrics
 from tasksvc.worker import build_context
 from tests.conftest import Workers, count_rows
-from tests.processes import TASKSVC, free_port, wait_for
+from tests.processes import free_port, start_api
 
 HASH = {"type": "hash", "payload": {"data": "abc"}}
 
@@ -125,11 +125,7 @@ def test_failed_send_after_commit_deletes_the_row(client: TestClient, redis: Red
 def test_bound_holds_under_concurrency(
     started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str], database_url: str
 ) -> None:
-    assert subprocess.run([*TASKSVC, "migrate"], env=env, check=False, capture_output=True).returncode == 0
-    port = free_port()
-    started("api", "--port", str(port), QUEUE_MAX_SIZE="50")  # and no workers
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API")
+    base = start_api(started, env, QUEUE_MAX_SIZE="50")  # and no workers
     codes: list[int] = []
     lock = threading.Lock()
     per_thread = [200 // 32 + (1 if i < 200 % 32 else 0) for i in range(32)]

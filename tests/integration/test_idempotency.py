@@ -23,7 +23,7 @@ from tasksvc.queue import MessageQueue, connect
 from tasksvc.reconciler import reconcile
 from tasksvc.service import JobService, Submission
 from tests.conftest import Workers, count_rows
-from tests.processes import TASKSVC, free_port, wait_for
+from tests.processes import start_api
 
 HASH = {"type": "hash", "payload": {"data": "abc", "algo": "sha256"}}
 
@@ -135,11 +135,7 @@ def test_replays_are_counted(client: TestClient) -> None:
 def test_concurrent_submissions_with_one_key_create_exactly_one_job(
     started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str], database_url: str
 ) -> None:
-    assert subprocess.run([*TASKSVC, "migrate"], env=env, check=False, capture_output=True).returncode == 0
-    port = free_port()
-    started("api", "--port", str(port))
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="the API")
+    base = start_api(started, env)
     barrier = threading.Barrier(50)
     answers: list[httpx.Response] = []
 
