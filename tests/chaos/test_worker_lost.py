@@ -85,3 +85,17 @@ def test_stalled_worker_cannot_finish_an_attempt_that_was_declared_lost(
     assert again["attempts"] == 2
     assert again["result"] == {"attempt": 2}
     assert again["finishedAt"] == done["finishedAt"]
+
+
+def test_sigterm_lets_the_current_job_finish_then_exits(
+    chaos_client: TestClient, probe_worker: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    supervisor = probe_worker(processes=1)
+    job_id = chaos_client.post("/v1/jobs", json={"type": "probe", "payload": {"sleep_s": 1.5}}).json()["id"]
+    wait_for(lambda: job(chaos_client, job_id)["status"] == "running", what="the attempt to start")
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=30) == 0
+    done = job(chaos_client, job_id)
+    assert done["status"] == "succeeded"  # finished, not abandoned to WorkerLost
+    assert done["attempts"] == 1
+    assert done["errors"] == []
