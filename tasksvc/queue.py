@@ -172,9 +172,3 @@ def forget_worker(redis: Redis, name: str) -> None:
 def worker_count(redis: Redis) -> int:
     """Worker processes currently registered with RQ on our queue."""
     return int(SimpleWorker.count(connection=redis, queue=Queue(QUEUE_NAME, connection=redis)))
-
-
-def drain(redis: Redis) -> None:
-    """Empty the queue and the due set (tests only)."""
-    Queue(QUEUE_NAME, connection=redis, serializer=JSONSerializer).empty()  # type: ignore[no-untyped-call]
-    redis.delete(DUE_KEY)

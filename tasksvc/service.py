@@ -133,12 +133,10 @@ class JobService:
         try:
             job = self._insert(sub, scope, payload, max_attempts, fp)
         except BaseException:
-            with contextlib.suppress(RedisError):
-                self.bound.release()
+            self._give_back_slot()
             raise
         if isinstance(job, Submitted):  # the key was taken meanwhile (its lock had expired)
-            with contextlib.suppress(RedisError):
-                self.bound.release()
+            self._give_back_slot()
             return job
         self._send_first(job)
         self.metrics.jobs_submitted.labels(sub.job_type).inc()
@@ -204,6 +202,12 @@ class JobService:
         self.metrics.jobs_rejected.labels("queue_full").inc()
         raise QueueFull(retry_after_s=self._guarded(self.bound.retry_after_s))
 
+    def _give_back_slot(self) -> None:
+        """A slot taken for a job that was not recorded, or that no longer waits (cancelled).
+        If Redis is down now, the reconciler's next count puts it right."""
+        with contextlib.suppress(RedisError):
+            self.bound.release()
+
     def _guarded(self, call: Callable[[], T]) -> T:
         """Run a Redis call; Redis unreachable is a 503 with nothing recorded."""
         try:
@@ -218,8 +222,7 @@ class JobService:
             try:
                 with db.write(self.engine) as conn:
                     store.delete_unstarted(conn, job.id)
-                with contextlib.suppress(RedisError):
-                    self.bound.release()
+                self._give_back_slot()
             except SQLAlchemyError:
                 log.warning("job %s kept for the reconciler: its message and its delete failed", job.id)
             self._unavailable("redis", exc)
@@ -257,8 +260,7 @@ class JobService:
         if not cancelled:
             raise Conflict(f"a {job.status.value} job cannot be cancelled")
         self.metrics.jobs_finished.labels(job.type, JobStatus.CANCELLED.value).inc()
-        with contextlib.suppress(RedisError):
-            self.bound.release()
+        self._give_back_slot()
         try:
             self.mq.publish_done(str(job.id), JobStatus.CANCELLED.value)
         except RedisError:
