@@ -130,7 +130,12 @@ def _attempt(ctx: WorkerContext, job_type: JobType[Any], record: store.JobRecord
 
 
 def run_attempt(ctx: WorkerContext, record: store.JobRecord) -> None:
-    job_type = ctx.registry[record.type]
+    job_type = ctx.registry.get(record.type)
+    if job_type is None:  # a worker deployed without this type: retrying cannot help
+        ctx.metrics.job_attempts.labels(record.type, "failure").inc()
+        message = f"this worker has no job type {record.type!r}"
+        fail_attempt(ctx, record, "UnknownJobType", message, permanent=True)
+        return
     started = time.perf_counter()
     outcome = _attempt(ctx, job_type, record)
     ctx.metrics.job_duration.labels(record.type).observe(time.perf_counter() - started)
@@ -179,8 +184,10 @@ def fail_attempt(
             ctx.metrics.job_retries.labels(record.type).inc()
             log.info("attempt failed, retrying", extra=_fields(record, "failure", error=error))
         return
-    job_type = ctx.registry[record.type]
-    pending = CompensationStatus.PENDING if job_type.compensate else CompensationStatus.SKIPPED
+    job_type = ctx.registry.get(record.type)
+    # An unknown type may have something to undo: leave it to a worker that knows (or fail it there).
+    compensates = job_type is None or job_type.compensate is not None
+    pending = CompensationStatus.PENDING if compensates else CompensationStatus.SKIPPED
     with db.write(ctx.engine) as conn:
         moved = store.start_compensation(conn, record.id, attempt=attempt, errors=errors, compensation=pending, now=now)
         if moved and pending is CompensationStatus.SKIPPED:
@@ -199,8 +206,10 @@ def fail_attempt(
 
 
 def run_compensation(ctx: WorkerContext, record: store.JobRecord) -> None:
-    job_type = ctx.registry[record.type]
-    assert job_type.compensate is not None
+    job_type = ctx.registry.get(record.type)
+    if job_type is None or job_type.compensate is None:  # deployed without it since: nothing to run
+        _end_compensation(ctx, record, CompensationStatus.FAILED, f"this worker cannot compensate {record.type!r}")
+        return
     try:
         payload = job_type.parse(record.payload)
         comp_ctx = CompensationContext(

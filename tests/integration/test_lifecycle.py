@@ -305,3 +305,25 @@ def test_wait_out_of_range_is_422(client: TestClient, wait: str) -> None:
     resp = client.get(f"/v1/jobs/{job_id}?wait={wait}")
     assert resp.status_code == 422
     assert resp.json()["type"].endswith("/validation")
+
+
+def test_a_job_type_the_worker_does_not_know_fails_for_good(
+    client: TestClient, settings: Any, probe: Probe, redis: Any
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tasksvc.metrics import Metrics
+    from tasksvc.worker import build_context
+
+    job_id = submit(client, "probe", {}, maxAttempts=5)  # the API knows `probe`...
+    ctx = build_context(settings, Metrics(CollectorRegistry()))  # ...this worker does not
+    Workers(ctx, CollectorRegistry()).drain()
+    job = get(client, job_id)
+    assert job["status"] == "failed"
+    assert job["attempts"] == 1  # no retry: another attempt cannot help
+    assert job["errors"][0]["type"] == "UnknownJobType"
+    assert job["compensation"]["status"] == "failed"  # it may have had something to undo: not "skipped"
+    assert "probe" in job["compensation"]["error"]
+    assert probe.runs == []
+    assert probe.compensations == []
+    ctx.engine.dispose()
