@@ -154,6 +154,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         configure_logging(settings)
         serve_metrics(settings)
         return Supervisor(settings, processes=max(1, args.processes), burst=args.burst).run()
+    except ConfigError as exc:
+        print(f"tasksvc: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

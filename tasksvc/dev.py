@@ -99,9 +99,14 @@ def run_dev(settings: Settings, *, port: int, workers: int) -> int:
     signal.signal(signal.SIGTERM, _stop)
     while not stopping and all(c.poll() is None for c in children):
         time.sleep(0.2)
+    died = [(name, c.returncode) for name, c in zip(("worker", "api"), children, strict=True) if c.poll() is not None]
     _stop_all(children)
     if redis_proc is not None:
         _stop_all([redis_proc])
+    if not stopping and died:
+        name, code = died[0]
+        print(f"tasksvc dev: `tasksvc {name}` exited with code {code} (see its message above); stopped everything")
+        return 1
     return 0
 
 

@@ -36,6 +36,7 @@ from tasksvc import db, runner, store
 from tasksvc.admission import QueueBound
 from tasksvc.clock import utcnow
 from tasksvc.config import Settings
+from tasksvc.errors import ConfigError
 from tasksvc.jobtypes import Registry, default_registry
 from tasksvc.logs import configure_logging
 from tasksvc.metrics import Metrics
@@ -282,5 +283,10 @@ def serve_metrics(settings: Settings) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(LiveGauges(bound.depth, settings.queue_max_size, lambda: worker_count(redis)))
-    start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
+    try:
+        start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            "WORKER_METRICS_PORT", f"cannot serve /metrics on port {settings.worker_metrics_port}: {exc.strerror}"
+        ) from None
     log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)

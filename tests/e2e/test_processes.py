@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -112,3 +113,42 @@ def test_api_with_several_uvicorn_workers_adds_up_its_counters(
         assert 'tasksvc_jobs_submitted_total{type="hash"} 6.0' in text
         assert "tasksvc_queue_depth 6.0" in text
         assert "tasksvc_queue_capacity 10000.0" in text
+
+
+def test_worker_metrics_port_in_use_is_one_line_naming_the_variable(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [*TASKSVC, "worker"],
+            env={**env, "WORKER_METRICS_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert "WORKER_METRICS_PORT" in out.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_dev_stops_everything_and_fails_when_its_api_cannot_start(tmp_path: Path, database_url: str) -> None:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    env = {**keep, "WORKER_METRICS_PORT": str(free_port()), "LOG_FORMAT": "text"}
+    with socket.socket() as taken:  # the API's port is already in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dev = subprocess.run(
+            [*TASKSVC, "dev", "--port", str(port), "--workers", "1"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert dev.returncode == 1
+    assert "`tasksvc api` exited" in dev.stdout
