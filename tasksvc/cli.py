@@ -115,8 +115,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tasksvc: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("api", "worker"):
+        problem = _schema_problem(settings)
+        if problem is not None:
+            print(f"tasksvc: {problem}", file=sys.stderr)
+            return 2
     command = {"api": _api, "worker": _worker, "migrate": _migrate, "dev": _dev}[args.command]
     return command(settings, args)
+
+
+def _schema_problem(settings: Settings) -> str | None:
+    """Why this database can never serve this version (not migrated), or None.
+
+    A database that does not answer yet is not a reason to stop: the API starts unready (503 on
+    /readyz) and workers retry, as they do when it goes away later.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tasksvc.db import make_engine
+    from tasksvc.migrate import is_current
+
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        if not is_current(engine):
+            return "the database (DATABASE_URL) is not migrated to this version: run `tasksvc migrate`"
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+    return None
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:

@@ -152,3 +152,13 @@ def test_dev_stops_everything_and_fails_when_its_api_cannot_start(tmp_path: Path
         )
     assert dev.returncode == 1
     assert "`tasksvc api` exited" in dev.stdout
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_api_and_worker_refuse_an_unmigrated_database(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    for command in ("api", "worker"):
+        out = subprocess.run([*TASKSVC, command], env=env, capture_output=True, text=True, timeout=30, check=False)
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+        assert "tasksvc migrate" in out.stderr
