@@ -18,7 +18,15 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _depth(value: Any, level: int = 1) -> int:
+    """Nesting depth of a JSON document; raises ValueError on a NUL character in any string
+    (PostgreSQL's text columns cannot hold one, so the job could never run)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings must not contain NUL characters (\\u0000)")
+        return level
     if isinstance(value, dict):
+        for key in value:
+            _depth(key, level)
         return max((_depth(v, level + 1) for v in value.values()), default=level)
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level)

@@ -62,6 +62,8 @@ BAD_BODIES = [
     ("not an ip", {"type": "block_ip", "payload": {"ip": "example.com"}}),
     ("unknown action", {"type": "block_ip", "payload": {"ip": "192.0.2.1", "action": "ban"}}),
     ("payload nested too deep", {}),  # built in the test: 40 levels
+    ("NUL in a payload string", {"type": "block_ip", "payload": {"ip": "192.0.2.1", "reason": "a\x00b"}}),
+    ("NUL in a payload key", {"type": "hash", "payload": {"data": "a", "k\x00": 1}}),
 ]
 
 
