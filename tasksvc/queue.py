@@ -11,6 +11,7 @@ promoter in every `tasksvc worker` moves due entries onto the queue (see `promot
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -22,12 +23,15 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
+from rq.worker_registration import REDIS_WORKER_KEYS
 
 QUEUE_NAME: Final = "tasksvc"
 DUE_KEY: Final = "tasksvc:due"
 DONE_CHANNEL_PREFIX: Final = "tasksvc:done:"
 RUN_FUNCTION: Final = "tasksvc.runner.run_message"
-_LIVE = frozenset({RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED})
+_WAITING = frozenset(s.value.encode() for s in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED))
+_STARTED = RQStatus.STARTED.value.encode()
+_JOB_KEY = "rq:job:"
 
 
 def connect(url: str, **kwargs: Any) -> Redis:
@@ -68,32 +72,49 @@ class MessageQueue:
             self._resend_if_dead(queue, msg, job_id, at_front)
 
     def _resend_if_dead(self, queue: Queue, msg: str, job_id: str, at_front: bool) -> None:
-        try:
-            old = RQJob.fetch(msg, connection=self.redis, serializer=JSONSerializer)
-        except NoSuchJobError:
-            old = None
-        if old is not None and old.get_status(refresh=False) in _LIVE:
+        if self.live_messages([msg]):
             return
-        if old is not None:
-            old.delete()
+        with contextlib.suppress(NoSuchJobError):  # a failed, finished or orphaned copy: replace it
+            RQJob.fetch(msg, connection=self.redis, serializer=JSONSerializer).delete()
         queue.enqueue_call(
             RUN_FUNCTION, args=(job_id,), job_id=msg, timeout=-1, result_ttl=0, failure_ttl=3600, at_front=at_front
         )
 
+    def live_messages(self, message_ids: list[str]) -> set[str]:
+        """The messages Redis holds and will deliver or finish: waiting on the queue, or started by a
+        worker that is still registered. A message started by a worker that died is not live.
+
+        Reads RQ's job hashes as plain fields, two pipelined round trips for the whole list."""
+        pipe = self.redis.pipeline(transaction=False)
+        for msg in message_ids:
+            pipe.hmget(_JOB_KEY + msg, "status", "worker_name")
+        fields: list[list[bytes | None]] = pipe.execute()
+        started = {msg: f[1] for msg, f in zip(message_ids, fields, strict=True) if f[0] == _STARTED and f[1]}
+        pipe = self.redis.pipeline(transaction=False)
+        for worker in started.values():
+            pipe.sismember(REDIS_WORKER_KEYS, SimpleWorker.redis_worker_namespace_prefix + worker.decode())
+        alive = dict(zip(started, pipe.execute(), strict=True)) if started else {}
+        return {msg for msg, f in zip(message_ids, fields, strict=True) if f[0] in _WAITING or alive.get(msg, False)}
+
     def has_live_message(self, job_id: str, attempt: int, compensation: bool = False) -> bool:
-        """True if Redis holds this attempt's message, waiting or being worked on."""
-        try:
-            job = RQJob.fetch(message_id(job_id, attempt, compensation), connection=self.redis)
-        except NoSuchJobError:
-            return False
-        return job.get_status(refresh=False) in _LIVE
+        """True if Redis holds this attempt's message, waiting or being worked on by a live worker."""
+        msg = message_id(job_id, attempt, compensation)
+        return msg in self.live_messages([msg])
 
     def schedule(self, job_id: str, attempt: int, due_epoch_s: float, compensation: bool = False) -> None:
         """Send the message for `attempt` once `due_epoch_s` has come (via the promoter)."""
         self.redis.zadd(DUE_KEY, {message_id(job_id, attempt, compensation): due_epoch_s})
 
     def is_scheduled(self, job_id: str, attempt: int, compensation: bool = False) -> bool:
-        return self.redis.zscore(DUE_KEY, message_id(job_id, attempt, compensation)) is not None
+        msg = message_id(job_id, attempt, compensation)
+        return msg in self.scheduled([msg])
+
+    def scheduled(self, message_ids: list[str]) -> set[str]:
+        """The messages waiting in the due set (one round trip)."""
+        if not message_ids:
+            return set()
+        scores = self.redis.zmscore(DUE_KEY, message_ids)
+        return {msg for msg, score in zip(message_ids, scores, strict=True) if score is not None}
 
     def promote_due(self, now_epoch_s: float | None = None, batch: int = 100) -> int:
         """Move due retries onto the queue; returns how many. Safe with many promoters: ZREM decides."""

@@ -55,7 +55,7 @@ class WorkerContext:
     worker_lost_timeout_s: float
     bound: QueueBound
     rng: random.Random = field(default_factory=random.Random)
-    current: tuple[uuid.UUID, int] | None = None
+    current: tuple[uuid.UUID, int, bool] | None = None  # (job, attempt, compensation?) running now
 
     def timeout_for(self, job_type: JobType[Any]) -> float:
         return job_type.timeout_s or self.job_timeout_s
@@ -114,7 +114,7 @@ def _attempt(ctx: WorkerContext, job_type: JobType[Any], record: store.JobRecord
     try:
         payload = job_type.parse(record.payload)
         run_ctx = RunContext(job_id=record.id, attempt=record.attempts, blocklist=SqlBlockList(ctx.engine))
-        with _deadline(timeout_s), _current(ctx, record.id, record.attempts):
+        with _deadline(timeout_s), _current(ctx, record.id, record.attempts, compensation=False):
             return Outcome("success", result=job_type.run(payload, run_ctx))
     except AttemptTimeout:
         return Outcome("timeout", error_type="Timeout", message=f"attempt exceeded {timeout_s:g} s")
@@ -156,11 +156,18 @@ def _succeed(ctx: WorkerContext, record: store.JobRecord, result: Any) -> None:
 
 
 def fail_attempt(
-    ctx: WorkerContext, record: store.JobRecord, error_type: str, message: str, *, permanent: bool = False
-) -> None:
+    ctx: WorkerContext,
+    record: store.JobRecord,
+    error_type: str,
+    message: str,
+    *,
+    permanent: bool = False,
+    lost_by: datetime | None = None,
+) -> bool:
     """Record failed attempt `record.attempts`; then retry it later or start compensating.
 
-    Used by the runner and by the reconciler (for a worker lost mid-attempt).
+    Used by the runner, and by the reconciler for a worker lost mid-attempt (`lost_by`: the
+    lease must have run out by then). False if this caller no longer owns the attempt.
     """
     now = utcnow()
     attempt = record.attempts
@@ -175,31 +182,53 @@ def fail_attempt(
     }
     errors = [*record.errors, error]
     if wait_s is not None:
-        due = now + timedelta(seconds=wait_s)
-        with db.write(ctx.engine) as conn:
-            moved = store.schedule_retry(conn, record.id, attempt=attempt, errors=errors, next_attempt_at=due, now=now)
-        if moved:
-            ctx.bound.requeued()
-            ctx.mq.schedule(str(record.id), attempt + 1, due.timestamp())
-            ctx.metrics.job_retries.labels(record.type).inc()
-            log.info("attempt failed, retrying", extra=_fields(record, "failure", error=error))
-        return
+        return _schedule_retry(ctx, record, errors, now + timedelta(seconds=wait_s), now, lost_by)
+    return _start_compensation(ctx, record, errors, now, lost_by)
+
+
+def _schedule_retry(
+    ctx: WorkerContext,
+    record: store.JobRecord,
+    errors: list[dict[str, Any]],
+    due: datetime,
+    now: datetime,
+    lost_by: datetime | None,
+) -> bool:
+    attempt = record.attempts
+    with db.write(ctx.engine) as conn:
+        moved = store.schedule_retry(
+            conn, record.id, attempt=attempt, errors=errors, next_attempt_at=due, now=now, lost_by=lost_by
+        )
+    if moved:
+        ctx.bound.requeued()
+        ctx.mq.schedule(str(record.id), attempt + 1, due.timestamp())
+        ctx.metrics.job_retries.labels(record.type).inc()
+        log.info("attempt failed, retrying", extra=_fields(record, "failure", error=errors[-1]))
+    return moved
+
+
+def _start_compensation(
+    ctx: WorkerContext, record: store.JobRecord, errors: list[dict[str, Any]], now: datetime, lost_by: datetime | None
+) -> bool:
     job_type = ctx.registry.get(record.type)
     # An unknown type may have something to undo: leave it to a worker that knows (or fail it there).
     compensates = job_type is None or job_type.compensate is not None
     pending = CompensationStatus.PENDING if compensates else CompensationStatus.SKIPPED
     with db.write(ctx.engine) as conn:
-        moved = store.start_compensation(conn, record.id, attempt=attempt, errors=errors, compensation=pending, now=now)
+        moved = store.start_compensation(
+            conn, record.id, attempt=record.attempts, errors=errors, compensation=pending, now=now, lost_by=lost_by
+        )
         if moved and pending is CompensationStatus.SKIPPED:
             store.finish_failed(conn, record.id, compensation=pending, error=None, now=now)
     if not moved:
-        return
-    log.info("attempt failed, no attempts left", extra=_fields(record, "failure", error=error))
+        return False
+    log.info("attempt failed, no attempts left", extra=_fields(record, "failure", error=errors[-1]))
     if pending is CompensationStatus.SKIPPED:
         ctx.metrics.compensations.labels(record.type, "skipped").inc()
         _finished(ctx, record, JobStatus.FAILED, now)
     else:
         ctx.mq.send(str(record.id), 1, compensation=True)
+    return True
 
 
 # --- compensation -----------------------------------------------------------------------------
@@ -215,7 +244,10 @@ def run_compensation(ctx: WorkerContext, record: store.JobRecord) -> None:
         comp_ctx = CompensationContext(
             job_id=record.id, attempts=record.attempts, errors=record.errors, blocklist=SqlBlockList(ctx.engine)
         )
-        with _deadline(ctx.timeout_for(job_type)), _current(ctx, record.id, record.attempts):
+        with (
+            _deadline(ctx.timeout_for(job_type)),
+            _current(ctx, record.id, record.compensation_attempts, compensation=True),
+        ):
             job_type.compensate(payload, comp_ctx)
     except (Exception, AttemptTimeout) as exc:
         _compensation_failed(ctx, record, f"{type(exc).__name__}: {exc}")
@@ -223,12 +255,15 @@ def run_compensation(ctx: WorkerContext, record: store.JobRecord) -> None:
     _end_compensation(ctx, record, CompensationStatus.SUCCEEDED, None)
 
 
-def compensation_lost(ctx: WorkerContext, record: store.JobRecord) -> None:
+def compensation_lost(ctx: WorkerContext, record: store.JobRecord, lost_by: datetime) -> bool:
     """The worker running a compensation attempt was lost: a failed compensation attempt."""
-    _compensation_failed(ctx, record, "WorkerLost: the worker running this compensation stopped answering")
+    message = "WorkerLost: the worker running this compensation stopped answering"
+    return _compensation_failed(ctx, record, message, lost_by)
 
 
-def _compensation_failed(ctx: WorkerContext, record: store.JobRecord, message: str) -> None:
+def _compensation_failed(
+    ctx: WorkerContext, record: store.JobRecord, message: str, lost_by: datetime | None = None
+) -> bool:
     """A compensation attempt failed: retry it under the job's policy, or give up (still `failed`)."""
     now = utcnow()
     attempt = record.compensation_attempts
@@ -237,17 +272,21 @@ def _compensation_failed(ctx: WorkerContext, record: store.JobRecord, message: s
         due = now + timedelta(seconds=retry.wait(attempt, ctx.policy, ctx.rng))
         with db.write(ctx.engine) as conn:
             moved = store.retry_compensation(
-                conn, record.id, attempt=attempt, error=message, next_attempt_at=due, now=now
+                conn, record.id, attempt=attempt, error=message, next_attempt_at=due, now=now, lost_by=lost_by
             )
         if moved:
             ctx.mq.schedule(str(record.id), attempt + 1, due.timestamp(), compensation=True)
-        return
-    _end_compensation(ctx, record, CompensationStatus.FAILED, message)
+        return moved
+    return _end_compensation(ctx, record, CompensationStatus.FAILED, message, lost_by)
 
 
 def _end_compensation(
-    ctx: WorkerContext, record: store.JobRecord, outcome: CompensationStatus, error: str | None
-) -> None:
+    ctx: WorkerContext,
+    record: store.JobRecord,
+    outcome: CompensationStatus,
+    error: str | None,
+    lost_by: datetime | None = None,
+) -> bool:
     """compensating -> failed, with how the compensation ended (if this worker still owns it)."""
     now = utcnow()
     with db.write(ctx.engine) as conn:
@@ -258,10 +297,12 @@ def _end_compensation(
             error=error,
             now=now,
             compensation_attempt=record.compensation_attempts,
+            lost_by=lost_by,
         )
     if done:
         ctx.metrics.compensations.labels(record.type, outcome.value).inc()
         _finished(ctx, record, JobStatus.FAILED, now)
+    return done
 
 
 # --- shared -----------------------------------------------------------------------------------
@@ -281,8 +322,8 @@ def _fields(record: store.JobRecord, outcome: str, **extra: Any) -> dict[str, An
 
 
 @contextmanager
-def _current(ctx: WorkerContext, job_id: uuid.UUID, attempt: int) -> Iterator[None]:
-    ctx.current = (job_id, attempt)
+def _current(ctx: WorkerContext, job_id: uuid.UUID, attempt: int, *, compensation: bool) -> Iterator[None]:
+    ctx.current = (job_id, attempt, compensation)
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tasksvc.models import (
@@ -210,8 +210,12 @@ def claim(conn: Connection, job_id: uuid.UUID, *, now: datetime, lease_s: float)
     return _one(conn, stmt)
 
 
-def _owned(job_id: uuid.UUID, target: JobStatus, attempt: int) -> ColumnElement[bool]:
-    return and_(_moving(job_id, target), T.attempts == attempt)
+def _owned(job_id: uuid.UUID, target: JobStatus, attempt: int, lost_by: datetime | None = None) -> ColumnElement[bool]:
+    """The row may move to `target` and this worker owns attempt `attempt` of it. With `lost_by`
+    (the reconciler), the attempt's lease must also have run out by then: a heartbeat that came
+    in meanwhile means its worker is alive after all."""
+    owned = and_(_moving(job_id, target), T.attempts == attempt)
+    return and_(owned, T.lease_expires_at < lost_by) if lost_by is not None else owned
 
 
 def succeed(conn: Connection, job_id: uuid.UUID, *, attempt: int, result: Any, now: datetime) -> bool:
@@ -237,10 +241,11 @@ def schedule_retry(
     errors: Sequence[dict[str, Any]],
     next_attempt_at: datetime,
     now: datetime,
+    lost_by: datetime | None = None,
 ) -> bool:
     stmt = (
         update(Job)
-        .where(_owned(job_id, JobStatus.RETRYING, attempt))
+        .where(_owned(job_id, JobStatus.RETRYING, attempt, lost_by))
         .values(
             status=JobStatus.RETRYING.value,
             errors=list(errors),
@@ -260,6 +265,7 @@ def start_compensation(
     errors: Sequence[dict[str, Any]],
     compensation: CompensationStatus,
     now: datetime,
+    lost_by: datetime | None = None,
 ) -> bool:
     """running -> compensating after the final failed attempt.
 
@@ -267,7 +273,7 @@ def start_compensation(
     """
     stmt = (
         update(Job)
-        .where(_owned(job_id, JobStatus.COMPENSATING, attempt))
+        .where(_owned(job_id, JobStatus.COMPENSATING, attempt, lost_by))
         .values(
             status=JobStatus.COMPENSATING.value,
             errors=list(errors),
@@ -299,17 +305,29 @@ def claim_compensation(conn: Connection, job_id: uuid.UUID, *, now: datetime, le
     return _one(conn, stmt)
 
 
+def _owned_compensation(job_id: uuid.UUID, attempt: int, lost_by: datetime | None) -> ColumnElement[bool]:
+    owned = and_(
+        T.id == job_id,
+        T.status == JobStatus.COMPENSATING.value,
+        T.compensation_status == CompensationStatus.RUNNING.value,
+        T.compensation_attempts == attempt,
+    )
+    return and_(owned, T.lease_expires_at < lost_by) if lost_by is not None else owned
+
+
 def retry_compensation(
-    conn: Connection, job_id: uuid.UUID, *, attempt: int, error: str, next_attempt_at: datetime, now: datetime
+    conn: Connection,
+    job_id: uuid.UUID,
+    *,
+    attempt: int,
+    error: str,
+    next_attempt_at: datetime,
+    now: datetime,
+    lost_by: datetime | None = None,
 ) -> bool:
     stmt = (
         update(Job)
-        .where(
-            T.id == job_id,
-            T.status == JobStatus.COMPENSATING.value,
-            T.compensation_status == CompensationStatus.RUNNING.value,
-            T.compensation_attempts == attempt,
-        )
+        .where(_owned_compensation(job_id, attempt, lost_by))
         .values(
             compensation_status=CompensationStatus.RETRYING.value,
             compensation_error=error,
@@ -329,11 +347,12 @@ def finish_failed(
     error: str | None,
     now: datetime,
     compensation_attempt: int | None = None,
+    lost_by: datetime | None = None,
 ) -> bool:
     """compensating -> failed, recording how the compensation ended."""
     where = _moving(job_id, JobStatus.FAILED)
     if compensation_attempt is not None:
-        where = and_(where, T.compensation_attempts == compensation_attempt)
+        where = _owned_compensation(job_id, compensation_attempt, lost_by)
     stmt = (
         update(Job)
         .where(where)
@@ -378,7 +397,9 @@ def get_undo(conn: Connection, job_id: uuid.UUID) -> dict[str, Any] | None:
 # --- sweeps (the reconciler) ------------------------------------------------------------------
 
 
-def waiting_jobs(conn: Connection, *, older_than: datetime, limit: int) -> list[JobRecord]:
+def waiting_jobs(
+    conn: Connection, *, older_than: datetime, limit: int, after: uuid.UUID | None = None
+) -> list[JobRecord]:
     """Queued jobs, due retries and waiting compensations last touched before `older_than`."""
     waiting_comp = and_(
         T.status == JobStatus.COMPENSATING.value,
@@ -391,7 +412,8 @@ def waiting_jobs(conn: Connection, *, older_than: datetime, limit: int) -> list[
                 and_(T.status == JobStatus.QUEUED.value, T.updated_at <= older_than),
                 and_(T.status == JobStatus.RETRYING.value, T.next_attempt_at <= older_than),
                 and_(waiting_comp, or_(T.next_attempt_at.is_(None), T.next_attempt_at <= older_than)),
-            )
+            ),
+            T.id > after if after is not None else true(),
         )
         .order_by(T.id)
         .limit(limit)
@@ -414,15 +436,15 @@ def expired_leases(conn: Connection, *, now: datetime, limit: int) -> list[JobRe
     return [JobRecord.from_row(r) for r in conn.execute(stmt)]
 
 
-def renew_lease(conn: Connection, job_id: uuid.UUID, *, attempt: int, until: datetime) -> bool:
-    stmt = (
-        update(Job)
-        .where(
-            T.id == job_id,
-            T.status.in_([JobStatus.RUNNING.value, JobStatus.COMPENSATING.value]),
-            T.lease_expires_at.is_not(None),
-            or_(T.attempts == attempt, T.status == JobStatus.COMPENSATING.value),
+def renew_lease(conn: Connection, job_id: uuid.UUID, *, attempt: int, compensation: bool, until: datetime) -> bool:
+    """Extend the lease of the attempt (or compensation attempt) this worker runs, and only that one."""
+    if compensation:
+        owner = and_(
+            T.status == JobStatus.COMPENSATING.value,
+            T.compensation_status == CompensationStatus.RUNNING.value,
+            T.compensation_attempts == attempt,
         )
-        .values(lease_expires_at=until)
-    )
+    else:
+        owner = and_(T.status == JobStatus.RUNNING.value, T.attempts == attempt)
+    stmt = update(Job).where(T.id == job_id, owner, T.lease_expires_at.is_not(None)).values(lease_expires_at=until)
     return conn.execute(stmt).rowcount == 1

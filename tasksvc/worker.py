@@ -136,10 +136,10 @@ def _heartbeat(ctx: runner.WorkerContext, stop: threading.Event) -> None:
         current = ctx.current
         if current is None:
             continue
-        job_id, attempt = current
+        job_id, attempt, compensation = current
         try:
             with db.write(ctx.engine) as conn:
-                store.renew_lease(conn, job_id, attempt=attempt, until=_lease_end(ctx))
+                store.renew_lease(conn, job_id, attempt=attempt, compensation=compensation, until=_lease_end(ctx))
         except Exception:  # the DB blinked; the next beat tries again, the lease has slack
             log.warning("lease renewal failed for %s", job_id, exc_info=True)
 
