@@ -43,6 +43,7 @@ from tasksvc.errors import (
 )
 from tasksvc.jobtypes import Registry
 from tasksvc.jobtypes.base import BlockedEntry
+from tasksvc.jobtypes.block_ip import normalise_ip
 from tasksvc.metrics import Metrics
 from tasksvc.models import JobStatus
 from tasksvc.queue import MessageQueue
@@ -216,15 +217,21 @@ class JobService:
             self._unavailable("redis", exc)
 
     def _send_first(self, job: store.JobRecord) -> None:
+        """Send the job's first message. If that fails, undo the row and answer 503, unless a worker
+        got the message after all (the send failed only in its reply): then the job is recorded."""
         try:
             self.mq.send(str(job.id), 1)
-        except Exception as exc:  # whatever stopped the send, the row must not outlive the 503
+        except Exception as exc:
             try:
                 with db.write(self.engine) as conn:
-                    store.delete_unstarted(conn, job.id)
-                self._give_back_slot()
-            except SQLAlchemyError:
+                    deleted = store.delete_unstarted(conn, job.id)
+            except SQLAlchemyError:  # the row stays `queued`: the reconciler sends its message
                 log.warning("job %s kept for the reconciler: its message and its delete failed", job.id)
+                self._unavailable("redis", exc)
+            if not deleted:
+                log.warning("job %s: its send reported %s, but a worker has it", job.id, type(exc).__name__)
+                return
+            self._give_back_slot()
             self._unavailable("redis", exc)
 
     def _unavailable(self, backend: str, exc: Exception) -> NoReturn:
@@ -319,10 +326,12 @@ def _decode_id_cursor(cursor: str) -> uuid.UUID:
 
 
 def _decode_blocked_cursor(cursor: str) -> tuple[datetime, str]:
-    at, sep, ip = _decode(cursor).partition("|")
-    if not sep:
-        raise InvalidCursor()
+    """(created_at, ip) of the last row of a page, exactly as `blocked_ips` encoded it."""
+    at_text, sep, ip = _decode(cursor).partition("|")
     try:
-        return datetime.fromisoformat(at), ip
+        at = datetime.fromisoformat(at_text)
+        if not sep or at.utcoffset() != timedelta(0) or normalise_ip(ip) != ip:
+            raise ValueError("not a cursor of ours")
     except ValueError:
         raise InvalidCursor() from None
+    return at, ip

@@ -107,10 +107,13 @@ def insert_job(
 
 
 def delete_unstarted(conn: Connection, job_id: uuid.UUID) -> bool:
-    """Remove a job whose message could not be sent (submit answers 503: nothing recorded)."""
-    conn.execute(delete(IdempotencyKey).where(K.job_id == job_id))
+    """Remove a job (and its idempotency key) whose message could not be sent, if no worker has
+    claimed it meanwhile. False: the job exists and has started, so it was recorded after all."""
     result = conn.execute(delete(Job).where(T.id == job_id, T.status == JobStatus.QUEUED.value, T.attempts == 0))
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    conn.execute(delete(IdempotencyKey).where(K.job_id == job_id))
+    return True
 
 
 # --- idempotency keys -------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     status: JobStatus | None = None,
-    type: Annotated[str | None, Query(max_length=64)] = None,
+    type: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = None,
 ) -> dict[str, Any]:
     """Jobs, newest first, keyset-paginated: pass `nextCursor` back as `cursor`."""
     page = _service(request).page(scope=_scope(request), limit=limit, cursor=cursor, status=status, job_type=type)

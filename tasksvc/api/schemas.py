@@ -14,23 +14,35 @@ from tasksvc.models import CompensationStatus
 from tasksvc.store import JobRecord
 
 MAX_PAYLOAD_DEPTH = 32
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 
 
-def _depth(value: Any, level: int = 1) -> int:
-    """Nesting depth of a JSON document; raises ValueError on a NUL character in any string
-    (PostgreSQL's text columns cannot hold one, so the job could never run)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("strings must not contain NUL characters (\\u0000)")
-        return level
-    if isinstance(value, dict):
-        for key in value:
-            _depth(key, level)
-        return max((_depth(v, level + 1) for v in value.values()), default=level)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level)
-    return level
+def check_json(document: Any, max_depth: int = MAX_PAYLOAD_DEPTH) -> None:
+    """Refuse (ValueError) a document nested deeper than `max_depth`, or holding a string that
+    PostgreSQL could not store or a worker could not encode: a NUL character, a lone surrogate.
+    Iterative, and it stops at the first level too deep, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if level > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    _check_text(key)
+                stack.append((item, level + 1))
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise ValueError("strings must not contain NUL characters (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
 
 
 def check_idempotency_key(value: str | None) -> str | None:
@@ -40,6 +52,7 @@ def check_idempotency_key(value: str | None) -> str | None:
         raise ValueError("must be 1 to 255 characters")
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters")
+    _check_text(value)
     return value
 
 
@@ -55,9 +68,8 @@ class JobCreate(BaseModel):
 
     @field_validator("payload")
     @classmethod
-    def _bounded_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _depth(value) > MAX_PAYLOAD_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json(value)
         return value
 
     @field_validator("idempotency_key")

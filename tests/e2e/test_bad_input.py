@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,6 +63,11 @@ BAD_BODIES = [
     ("not an ip", {"type": "block_ip", "payload": {"ip": "example.com"}}),
     ("unknown action", {"type": "block_ip", "payload": {"ip": "192.0.2.1", "action": "ban"}}),
     ("payload nested too deep", {}),  # built in the test: 40 levels
+    # raw JSON text below: a client library would refuse to encode these itself
+    ("payload nested 400 deep", b'{"type":"hash","payload":{"data":"a","x":' + b"[" * 400 + b"]" * 400 + b"}}"),
+    ("key with a lone surrogate", b'{"type":"hash","payload":{"data":"a"},"idempotencyKey":"\\ud800"}'),
+    ("key with a C1 control character", {"type": "hash", "payload": {"data": "a"}, "idempotencyKey": "a\x85b"}),
+    ("lone surrogate in a payload string", b'{"type":"block_ip","payload":{"ip":"192.0.2.1","reason":"\\ud800"}}'),
     ("NUL in a payload string", {"type": "block_ip", "payload": {"ip": "192.0.2.1", "reason": "a\x00b"}}),
     ("NUL in a payload key", {"type": "hash", "payload": {"data": "a", "k\x00": 1}}),
 ]
@@ -76,10 +82,14 @@ def _nest(depth: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("case", "body"), BAD_BODIES, ids=[c for c, _ in BAD_BODIES])
 @pytest.mark.usefixtures("nothing_recorded")
-def test_bad_submission_is_422_and_records_nothing(client: TestClient, case: str, body: dict[str, Any]) -> None:
+def test_bad_submission_is_422_and_records_nothing(client: TestClient, case: str, body: dict[str, Any] | bytes) -> None:
     if case == "payload nested too deep":
         body = {"type": "hash", "payload": {"data": "a", "x": _nest(40)}}
-    problem = assert_problem(client.post("/v1/jobs", json=body), 422, "validation")
+    if isinstance(body, bytes):
+        resp = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    else:
+        resp = client.post("/v1/jobs", json=body)
+    problem = assert_problem(resp, 422, "validation")
     assert problem["errors"], case
 
 
@@ -133,7 +143,24 @@ def test_invalid_cursor_is_400(client: TestClient, cursor: str) -> None:
     assert_problem(client.get(f"/v1/jobs?cursor={cursor}"), 400, "bad-request")
 
 
-@pytest.mark.parametrize("query", ["limit=201", "limit=0", "limit=x", "status=bogus"])
+@pytest.mark.parametrize(
+    "decoded",
+    [
+        "2020-01-01T00:00:00+00:00|\x00",  # NUL in the address
+        "2020-01-01T00:00:00+00:00|not-an-ip",
+        "2020-01-01T00:00:00+00:00|1.2.3.4/32",  # not the stored spelling
+        "0001-01-01T00:00:00+14:00|1.2.3.4",  # out of range once in UTC
+        "9999-12-31T23:59:59-14:00|1.2.3.4",
+        "2020-01-01T00:00:00|1.2.3.4",  # no zone
+        "no separator",
+    ],
+)
+def test_invalid_blocked_ip_cursor_is_400(client: TestClient, decoded: str) -> None:
+    cursor = base64.urlsafe_b64encode(decoded.encode()).decode().rstrip("=")
+    assert_problem(client.get(f"/v1/blocked-ips?cursor={cursor}"), 400, "bad-request")
+
+
+@pytest.mark.parametrize("query", ["limit=201", "limit=0", "limit=x", "status=bogus", "type=%00", "type=a%20b"])
 def test_bad_list_parameters_are_422(client: TestClient, query: str) -> None:
     assert_problem(client.get(f"/v1/jobs?{query}"), 422, "validation")
 

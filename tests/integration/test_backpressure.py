@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 
 import httpx2 as httpx
@@ -11,13 +12,19 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from redis import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import Engine
 
+from tasksvc import db, store
 from tasksvc.admission import DRAINED_PREFIX, NO_DRAIN_RETRY_AFTER_S, QueueBound
 from tasksvc.api.app import create_app
+from tasksvc.clock import utcnow
 from tasksvc.config import Settings
 from tasksvc.db import make_engine
+from tasksvc.jobtypes import default_registry
 from tasksvc.metrics import Metrics
+from tasksvc.queue import MessageQueue
+from tasksvc.service import JobService, Submission
 from tasksvc.worker import build_context
 from tests.conftest import Workers, count_rows
 from tests.processes import free_port, start_api
@@ -150,3 +157,28 @@ def test_bound_holds_under_concurrency(
         assert count_rows(engine, "jobs") == 50
     finally:
         engine.dispose()
+
+
+class _ReplyLost(MessageQueue):
+    """The real queue, but the send's reply is lost after a worker took the message (fault injection)."""
+
+    def __init__(self, redis: Redis, engine: Engine) -> None:
+        super().__init__(redis)
+        object.__setattr__(self, "engine", engine)
+
+    def send(self, job_id: str, attempt: int, compensation: bool = False, at_front: bool = False) -> None:
+        super().send(job_id, attempt, compensation, at_front)
+        with db.write(self.engine) as conn:  # type: ignore[attr-defined]
+            assert store.claim(conn, uuid.UUID(job_id), now=utcnow(), lease_s=30) is not None
+        raise RedisTimeoutError("reply lost")
+
+
+def test_a_send_that_only_lost_its_reply_is_a_recorded_job(settings: Settings, engine: Engine, redis: Redis) -> None:
+    service = JobService(settings, engine, _ReplyLost(redis, engine), default_registry(), Metrics(CollectorRegistry()))
+    done = service.submit(Submission("hash", {"data": "a"}, idempotency_key="order-1"))
+    assert done.replayed is False  # 202: a worker has it, so it is not "nothing recorded"
+    assert count_rows(engine, "jobs") == 1
+    assert count_rows(engine, "idempotency_keys") == 1  # so a retry with the key replays, never duplicates
+    again = service.submit(Submission("hash", {"data": "a"}, idempotency_key="order-1"))
+    assert again.replayed is True
+    assert again.job.id == done.job.id
