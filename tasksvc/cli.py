@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     worker.add_argument("--burst", action="store_true", help="exit once no job is waiting")
+    worker.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics (default: all, for Prometheus)")
 
     sub.add_parser(
         "migrate",
@@ -179,7 +180,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         configure_logging(settings)
-        serve_metrics(settings)
+        serve_metrics(settings, host=args.metrics_host)
         return Supervisor(settings, processes=max(1, args.processes), burst=args.burst).run()
     except ConfigError as exc:
         print(f"tasksvc: {exc}", file=sys.stderr)

@@ -75,7 +75,11 @@ def run_dev(settings: Settings, *, port: int, workers: int) -> int:
     env.setdefault("WORKER_METRICS_PORT", str(settings.worker_metrics_port))
     cmd = [sys.executable, "-m", "tasksvc.cli"]
     children = [
-        subprocess.Popen([*cmd, "worker", "--processes", str(workers)], env=env, preexec_fn=die_with_parent),
+        subprocess.Popen(
+            [*cmd, "worker", "--processes", str(workers), "--metrics-host", "127.0.0.1"],
+            env=env,
+            preexec_fn=die_with_parent,
+        ),
         subprocess.Popen(
             [*cmd, "api", "--host", "127.0.0.1", "--port", str(port)], env=env, preexec_fn=die_with_parent
         ),

@@ -93,8 +93,10 @@ class JobService:
 
     # --- submit -------------------------------------------------------------------------------
 
-    def validate(self, sub: Submission) -> tuple[dict[str, Any], int]:
-        """The payload as stored (normalised) and the attempts to allow; raises on bad input."""
+    def validate(self, sub: Submission) -> tuple[dict[str, Any], int, str]:
+        """The payload as stored (normalised), the attempts to allow, and the request's fingerprint
+        (over the payload with its defaults filled in: sending a default or leaving it out is the
+        same request). Raises on bad input."""
         job_type = self.registry.get(sub.job_type)
         if job_type is None:
             raise UnknownJobType(f"unknown job type {sub.job_type!r}; see GET /v1/job-types", job_type=sub.job_type)
@@ -111,14 +113,15 @@ class JobService:
         if not 1 <= max_attempts <= limit:
             msg = f"must be between 1 and RETRY_MAX_ATTEMPTS_LIMIT ({limit})"
             raise PayloadInvalid(errors=[{"loc": ["maxAttempts"], "msg": msg, "type": "range"}])
-        return model.model_dump(mode="json", by_alias=True, exclude_unset=True), max_attempts
+        canonical = model.model_dump(mode="json", by_alias=True)
+        stored = model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return stored, max_attempts, fingerprint(sub.job_type, canonical, max_attempts)
 
     def submit(self, sub: Submission, scope: str = "") -> Submitted:
         """Record a job and send its message, or replay the job its idempotency key names."""
-        payload, max_attempts = self.validate(sub)
+        payload, max_attempts, fp = self.validate(sub)
         if not sub.idempotency_key:
             return self._create(sub, scope, payload, max_attempts, "")
-        fp = fingerprint(sub.job_type, payload, max_attempts)
         token = self._guarded(lambda: self.key_locks.acquire(scope, sub.idempotency_key or ""))
         if token is None:
             raise IdempotencyKeyInUse()

@@ -271,7 +271,7 @@ class StepGuard:
             self.logged_at = now
 
 
-def serve_metrics(settings: Settings) -> None:
+def serve_metrics(settings: Settings, host: str = "0.0.0.0") -> None:
     """`/metrics` on WORKER_METRICS_PORT: every worker process's counters, added up, and the gauges."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
@@ -284,9 +284,9 @@ def serve_metrics(settings: Settings) -> None:
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(LiveGauges(bound.depth, settings.queue_max_size, lambda: worker_count(redis)))
     try:
-        start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=registry)
+        start_http_server(settings.worker_metrics_port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(
             "WORKER_METRICS_PORT", f"cannot serve /metrics on port {settings.worker_metrics_port}: {exc.strerror}"
         ) from None
-    log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
+    log.info("worker metrics on %s:%d/metrics", host, settings.worker_metrics_port)

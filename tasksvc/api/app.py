@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 from redis import Redis
@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tasksvc import __version__
 from tasksvc.api import problems, routes
 from tasksvc.api.waiters import Waiters
+from tasksvc.auth import ApiKey, scope_of
 from tasksvc.config import Settings
 from tasksvc.db import make_engine
 from tasksvc.jobtypes import Registry, default_registry
@@ -73,6 +74,34 @@ class BodyLimit:
         await problems.problem(413, "payload-too-large", "Payload too large", detail)(scope, receive, send)
 
 
+class ApiKeys:
+    """With API_KEYS set, every /v1 request needs `Authorization: Bearer <key>` (else 401, before
+    its body is read); the key's scope goes to `request.state.scope`. Open API: scope ""."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[ApiKey, ...]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key_scope = ""
+        if self.keys and scope["path"].startswith("/v1/"):
+            header = dict(scope["headers"]).get(b"authorization")
+            found = scope_of(self.keys, header.decode("latin-1") if header is not None else None)
+            if found is None:
+                detail = "a valid API key is required: Authorization: Bearer <key>"
+                response = problems.problem(
+                    401, "unauthorized", "Unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="tasksvc"'}
+                )
+                await response(scope, receive, send)
+                return
+            key_scope = found
+        scope.setdefault("state", {})["scope"] = key_scope
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -119,8 +148,7 @@ def create_app(
     app.state.waiters = waiters
     app.state.settings = settings
     problems.install(app)
-    app.state.api_keys = settings.keys
-    app.include_router(routes.router, dependencies=[Depends(routes.authenticate)])
+    app.include_router(routes.router)
     app.include_router(routes.ops)
     Instrumentator(
         should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics_registry
@@ -138,6 +166,7 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeys, keys=settings.keys)  # outermost: a stranger's body is never read
     return app
 
 

@@ -23,10 +23,6 @@ class PayloadTooLarge(errors.TasksvcError):
     """The request body is larger than MAX_BODY_BYTES."""
 
 
-class Unauthorized(errors.TasksvcError):
-    """Missing or wrong API key."""
-
-
 class BadRequest(errors.TasksvcError):
     """The request is malformed."""
 
@@ -44,7 +40,6 @@ PROBLEMS: dict[type[errors.TasksvcError], tuple[int, str, str]] = {
     errors.QueueFull: (503, "queue-full", "Queue full"),
     errors.BackendUnavailable: (503, "backend-unavailable", "Backend unavailable"),
     PayloadTooLarge: (413, "payload-too-large", "Payload too large"),
-    Unauthorized: (401, "unauthorized", "Unauthorized"),
     BadRequest: (400, "bad-request", "Bad request"),
 }
 
@@ -65,8 +60,6 @@ def _for_error(exc: errors.TasksvcError) -> JSONResponse:
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers = {"Retry-After": str(retry_after)}
-    if isinstance(exc, Unauthorized):
-        headers = {"WWW-Authenticate": 'Bearer realm="tasksvc"'}
     extra = {"errors": _errors_of(exc)}
     return problem(status, kind, title, exc.detail, headers, **extra)
 

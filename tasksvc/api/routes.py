@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from tasksvc.api.problems import MEDIA_TYPE, BadRequest, Unauthorized
+from tasksvc.api.problems import MEDIA_TYPE, BadRequest
 from tasksvc.api.schemas import (
     BlockedIpPage,
     BlockedIpPublic,
@@ -23,7 +23,6 @@ from tasksvc.api.schemas import (
     check_idempotency_key,
 )
 from tasksvc.api.waiters import Waiters
-from tasksvc.auth import scope_of
 from tasksvc.errors import BlockedIpNotFound, JobNotFound, PayloadInvalid
 from tasksvc.jobtypes.block_ip import normalise_ip
 from tasksvc.models import JobStatus
@@ -33,7 +32,7 @@ from tasksvc.store import JobRecord
 MAX_WAIT_S = 30
 POLL_S = 0.5
 _PROBLEM = {"model": Problem, "content": {MEDIA_TYPE: {}}}
-router = APIRouter(responses={401: _PROBLEM})  # /v1: behind `authenticate` (see create_app)
+router = APIRouter(responses={401: _PROBLEM})  # /v1: behind the ApiKeys middleware (see create_app)
 ops = APIRouter()  # health and readiness: open
 
 
@@ -43,20 +42,8 @@ def _service(request: Request) -> JobService:
 
 
 def _scope(request: Request) -> str:
-    scope: str = request.state.scope  # set by `authenticate`
+    scope: str = request.state.scope  # set by `tasksvc.api.app.ApiKeys`
     return scope
-
-
-def authenticate(request: Request) -> None:
-    """With API_KEYS set, every /v1 call needs `Authorization: Bearer <key>`; its key is its scope."""
-    keys = request.app.state.api_keys
-    if not keys:
-        request.state.scope = ""  # open API: one global scope
-        return
-    scope = scope_of(keys, request.headers.get("Authorization"))
-    if scope is None:
-        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
-    request.state.scope = scope
 
 
 def _job_id(raw: str) -> uuid.UUID:

@@ -94,6 +94,11 @@ def test_dev_stack_serves_and_ctrl_c_leaves_nothing_behind(tmp_path: Path, datab
         assert f"{base}/metrics" in printed
         family = [dev.pid] + [p.pid for p in psutil.Process(dev.pid).children(recursive=True)]
         assert any("redis-server" in " ".join(psutil.Process(p).cmdline()) for p in family[1:])
+        listening = [
+            c.laddr for p in family for c in psutil.Process(p).net_connections("inet") if c.status == psutil.CONN_LISTEN
+        ]
+        assert {addr.port for addr in listening} >= {port, int(env["WORKER_METRICS_PORT"])}
+        assert {addr.ip for addr in listening} == {"127.0.0.1"}  # the dev stack is reachable from this machine only
     finally:
         os.killpg(dev.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         code = dev.wait(timeout=60)

@@ -120,3 +120,10 @@ def test_unnamed_keys_get_a_scope_that_does_not_reveal_them() -> None:
     assert scope_of((key,), "Bearer anonymous-key-333") == key.scope
     assert scope_of((key,), "bearer anonymous-key-333") == key.scope
     assert scope_of((key,), "Bearer anonymous-key-334") is None
+
+
+def test_a_request_without_a_key_is_401_before_its_body_is_read(keyed: TestClient) -> None:
+    resp = keyed.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert resp.status_code == 401
+    big = b"x" * 2_000_000  # over MAX_BODY_BYTES, yet a stranger only learns that it needs a key
+    assert keyed.post("/v1/jobs", content=big, headers={"content-type": "application/json"}).status_code == 401

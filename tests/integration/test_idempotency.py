@@ -160,3 +160,13 @@ def test_concurrent_submissions_with_one_key_create_exactly_one_job(
         assert count_rows(engine, "idempotency_keys") == 1
     finally:
         engine.dispose()
+
+
+def test_a_default_sent_or_left_out_is_the_same_request(client: TestClient, engine: Engine) -> None:
+    first = client.post("/v1/jobs", json={"type": "hash", "payload": {"data": "a"}, "idempotencyKey": "d"})
+    assert first.status_code == 202
+    explicit = {"type": "hash", "payload": {"data": "a", "algo": "sha256", "encoding": "utf-8"}, "maxAttempts": 5}
+    again = client.post("/v1/jobs", json={**explicit, "idempotencyKey": "d"})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert count_rows(engine, "jobs") == 1
