@@ -53,3 +53,31 @@ def configure_logging(settings: Settings) -> None:
     rq_logger.handlers[:] = [handler]
     rq_logger.propagate = False
     rq_logger.setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+
+
+class FailureLog:
+    """Logs a repeating failure once, then once per LOG_EVERY_S, and its recovery: a step retried
+    every few milliseconds while Redis is down must not flood the log."""
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger = logger
+        self.what = what
+        self.failures = 0
+        self.logged_at = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if self.failures == 1:
+            self.logger.warning("%s failed; retrying", self.what, exc_info=exc)
+            self.logged_at = now
+        elif now - self.logged_at >= self.LOG_EVERY_S:
+            self.logger.warning("%s still failing (%d tries): %s", self.what, self.failures, type(exc).__name__)
+            self.logged_at = now
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.warning("%s recovered after %d failed tries", self.what, self.failures)
+            self.failures = 0

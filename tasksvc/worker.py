@@ -38,7 +38,7 @@ from tasksvc.clock import utcnow
 from tasksvc.config import Settings
 from tasksvc.errors import ConfigError
 from tasksvc.jobtypes import Registry, default_registry
-from tasksvc.logs import configure_logging
+from tasksvc.logs import FailureLog, configure_logging
 from tasksvc.metrics import Metrics
 from tasksvc.procs import die_with_parent
 from tasksvc.queue import MessageQueue, connect, forget_worker, make_worker
@@ -240,35 +240,19 @@ class Supervisor:
 
 
 class StepGuard:
-    """Runs a recurring step; a failing step is logged once, then once per LOG_EVERY_S, not every tick."""
-
-    LOG_EVERY_S = 30.0
+    """Runs a recurring step; a failing one is logged as FailureLog does, and the loop goes on."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.failures = 0
-        self.logged_at = 0.0
+        self.failures = FailureLog(log, name)
 
     def run(self, step: Callable[[], object]) -> bool:
         try:
             result = step()
         except Exception as exc:
-            self._failed(exc)
+            self.failures.failed(exc)
             return True  # keep going: the next tick tries again
-        if self.failures:
-            log.warning("%s recovered after %d failed tries", self.name, self.failures)
-            self.failures = 0
+        self.failures.succeeded()
         return result is not False
-
-    def _failed(self, exc: Exception) -> None:
-        self.failures += 1
-        now = time.monotonic()
-        if self.failures == 1:
-            log.warning("%s failed; retrying", self.name, exc_info=exc)
-            self.logged_at = now
-        elif now - self.logged_at >= self.LOG_EVERY_S:
-            log.warning("%s still failing (%d tries): %s", self.name, self.failures, type(exc).__name__)
-            self.logged_at = now
 
 
 def serve_metrics(settings: Settings, host: str = "0.0.0.0") -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
+from tasksvc.logs import FailureLog
 from tasksvc.queue import DONE_CHANNEL_PREFIX
 
 log = logging.getLogger("tasksvc.api")
@@ -31,6 +32,7 @@ class Waiters:
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._failures = FailureLog(log, "the completion listener (long-poll wake-ups)")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="tasksvc-waiters")
@@ -61,11 +63,12 @@ class Waiters:
                 async with client.pubsub() as pubsub:
                     await pubsub.psubscribe(DONE_CHANNEL_PREFIX + "*")
                     self.ready.set()
+                    self._failures.succeeded()
                     async for message in pubsub.listen():
                         if message["type"] == "pmessage":
                             self._wake(message["channel"].decode().removeprefix(DONE_CHANNEL_PREFIX))
-            except RedisError:
-                log.warning("completion listener lost Redis; reconnecting", exc_info=True)
+            except RedisError as exc:
+                self._failures.failed(exc)
                 self._wake_all()  # waiting requests re-read the database rather than miss a completion
                 await asyncio.sleep(_RECONNECT_S)
             finally:
