@@ -18,6 +18,14 @@ from tests.processes import TASKSVC, free_port, start_api, stop, wait_for
 pytestmark = pytest.mark.slow
 
 
+def assert_refused(command: str, env: dict[str, str], named: str) -> None:
+    """`tasksvc <command>` stops at once with exit 2 and one line on stderr that names `named`."""
+    out = subprocess.run([*TASKSVC, command], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert named in out.stderr
+
+
 def test_api_and_worker_processes_run_a_job_end_to_end(
     started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str], database_url: str
 ) -> None:
@@ -46,25 +54,11 @@ def test_api_and_worker_processes_run_a_job_end_to_end(
 def test_api_and_worker_refuse_to_start_without_redis_url(env: dict[str, str]) -> None:
     env = {k: v for k, v in env.items() if k != "REDIS_URL"}
     for command in ("api", "worker"):
-        out = subprocess.run([*TASKSVC, command], env=env, capture_output=True, text=True, timeout=30, check=False)
-        assert out.returncode == 2
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1
-        assert "REDIS_URL" in lines[0]
+        assert_refused(command, env, "REDIS_URL")
 
 
 def test_bad_configuration_stops_the_process_with_one_line(env: dict[str, str]) -> None:
-    out = subprocess.run(
-        [*TASKSVC, "worker"],
-        env={**env, "RETRY_JITTER_RATIO": "1.5"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
-    assert "RETRY_JITTER_RATIO" in out.stderr
+    assert_refused("worker", {**env, "RETRY_JITTER_RATIO": "1.5"}, "RETRY_JITTER_RATIO")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -125,17 +119,7 @@ def test_worker_metrics_port_in_use_is_one_line_naming_the_variable(env: dict[st
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = subprocess.run(
-            [*TASKSVC, "worker"],
-            env={**env, "WORKER_METRICS_PORT": str(port)},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
-    assert "WORKER_METRICS_PORT" in out.stderr
+        assert_refused("worker", {**env, "WORKER_METRICS_PORT": str(port)}, "WORKER_METRICS_PORT")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -163,7 +147,4 @@ def test_dev_stops_everything_and_fails_when_its_api_cannot_start(tmp_path: Path
 def test_api_and_worker_refuse_an_unmigrated_database(env: dict[str, str], tmp_path: Path) -> None:
     env = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
     for command in ("api", "worker"):
-        out = subprocess.run([*TASKSVC, command], env=env, capture_output=True, text=True, timeout=30, check=False)
-        assert out.returncode == 2
-        assert out.stderr.strip().splitlines() == [out.stderr.strip()]
-        assert "tasksvc migrate" in out.stderr
+        assert_refused(command, env, "tasksvc migrate")
