@@ -48,6 +48,7 @@ from tasksvc.retry import RetryPolicy
 log = logging.getLogger("tasksvc.worker")
 PROMOTER_TICK_S = 0.01
 FAILING_TICK_S = 0.5
+PROMOTER_IDLE_S = 0.1
 SUPERVISE_TICK_S = 0.1
 DEFAULT_JOB_TYPES = "tasksvc.jobtypes:default_registry"
 RESTART_BACKOFF_S = 1.0
@@ -163,7 +164,7 @@ class Supervisor:
         self.restart_at: dict[int, float] = {}
         self.stopping = threading.Event()
         self.mp = multiprocessing.get_context("spawn")
-        self.guards = {name: StepGuard(name) for name in ("promoter", "reconciler", "supervisor")}
+        self.guards = {name: StepGuard(name) for name in ("reconciler", "supervisor")}
 
     def start_child(self, index: int) -> None:
         name = f"tasksvc-{os.getpid()}-{index}-{random.randrange(1 << 30):x}"
@@ -202,12 +203,27 @@ class Supervisor:
         return 0
 
     def _promote(self, mq: MessageQueue) -> None:
-        """The retry scheduler: due retries onto the queue, every PROMOTER_TICK_S, in its own thread
-        so that a slow reconciler pass never delays a retry."""
-        guard = self.guards["promoter"]
+        """The retry scheduler, in its own thread so that a slow reconciler pass never delays a retry.
+
+        It moves due retries onto the queue, then sleeps until the next one is due, polling every
+        PROMOTER_TICK_S at the finest. With nothing due soon it sleeps up to the shortest wait a new
+        retry can have (RETRY_BASE_DELAY * (1 - RETRY_JITTER_RATIO), at most PROMOTER_IDLE_S): a
+        retry scheduled meanwhile cannot come due before it wakes, so no retry starts late for it.
+        """
+        policy = policy_of(self.settings)
+        idle_s = max(PROMOTER_TICK_S, min(PROMOTER_IDLE_S, policy.base_delay_s * (1 - policy.jitter_ratio)))
+        failures = FailureLog(log, "promoter")
         while not self.stopping.is_set():
-            ok = guard.run(mq.promote_due)
-            self.stopping.wait(PROMOTER_TICK_S if ok else FAILING_TICK_S)
+            try:
+                mq.promote_due()
+                due_in = mq.next_due_in()
+            except Exception as exc:
+                failures.failed(exc)
+                pause = FAILING_TICK_S
+            else:
+                failures.succeeded()
+                pause = max(PROMOTER_TICK_S, min(idle_s, idle_s if due_in is None else due_in))
+            self.stopping.wait(pause)
 
     def _keep_children(self, redis: Redis) -> bool:
         """Restart dead children after RESTART_BACKOFF_S (not in burst mode); False once a burst is over."""
