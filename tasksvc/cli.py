@@ -58,6 +58,12 @@ def _env_help(command: str) -> str:
 ENV_HELP = "Configuration: environment variables or .env (see .env.example and the README)."
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container's cpuset, not the host's count, where Linux says)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="tasksvc", description="Background jobs over HTTP.", epilog=ENV_HELP)
     sub = top.add_subparsers(dest="command", required=True)
@@ -82,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run N worker processes with the retry promoter, the reconciler and /metrics "
         "on WORKER_METRICS_PORT. SIGTERM: finish current jobs, then exit. Needs REDIS_URL.",
     )
-    worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    worker.add_argument("--processes", type=int, default=_usable_cpus(), help="default: the CPUs this process may use")
     worker.add_argument("--burst", action="store_true", help="exit once no job is waiting")
     worker.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics (default: all, for Prometheus)")
 
