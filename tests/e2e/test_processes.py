@@ -148,3 +148,17 @@ def test_api_and_worker_refuse_an_unmigrated_database(env: dict[str, str], tmp_p
     env = {**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
     for command in ("api", "worker"):
         assert_refused(command, env, "tasksvc migrate")
+
+
+def test_worker_burst_runs_everything_waiting_then_exits(
+    started: Callable[..., subprocess.Popen[bytes]], env: dict[str, str]
+) -> None:
+    base = start_api(started, env)
+    ids = [
+        httpx.post(f"{base}/v1/jobs", json={"type": "hash", "payload": payload}).json()["id"]
+        for payload in ({"data": "a"}, {"data": "b", "failTimes": 2}, {"data": "c", "fail": True})
+    ]
+    burst = started("worker", "--burst", "--processes", "1")
+    assert burst.wait(timeout=60) == 0  # it returns once nothing waits, retries included
+    statuses = [httpx.get(f"{base}/v1/jobs/{i}").json()["status"] for i in ids]
+    assert statuses == ["succeeded", "succeeded", "failed"]
