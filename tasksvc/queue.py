@@ -96,11 +96,6 @@ class MessageQueue:
         alive = dict(zip(started, pipe.execute(), strict=True)) if started else {}
         return {msg for msg, f in zip(message_ids, fields, strict=True) if f[0] in _WAITING or alive.get(msg, False)}
 
-    def has_live_message(self, job_id: str, attempt: int, compensation: bool = False) -> bool:
-        """True if Redis holds this attempt's message, waiting or being worked on by a live worker."""
-        msg = message_id(job_id, attempt, compensation)
-        return msg in self.live_messages([msg])
-
     def schedule(self, job_id: str, attempt: int, due_epoch_s: float, compensation: bool = False) -> None:
         """Send the message for `attempt` once `due_epoch_s` has come (via the promoter)."""
         self.redis.zadd(DUE_KEY, {message_id(job_id, attempt, compensation): due_epoch_s})

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from tasksvc import db, store
 from tasksvc.clock import utcnow
-from tasksvc.models import CompensationStatus, JobStatus
+from tasksvc.models import COMPENSATION_WAITING, JobStatus
 from tasksvc.queue import message_id
 from tasksvc.runner import WorkerContext, compensation_lost, fail_attempt
 
@@ -69,7 +69,7 @@ def _recover_lost(ctx: WorkerContext, now: datetime) -> int:
 def _message(record: store.JobRecord) -> tuple[str, int, bool] | None:
     """(job id, attempt, compensation?) of the message a waiting job needs, or None."""
     if record.status is JobStatus.COMPENSATING:
-        if record.compensation_status not in (CompensationStatus.PENDING, CompensationStatus.RETRYING):
+        if record.compensation_status not in COMPENSATION_WAITING:
             return None
         return str(record.id), record.compensation_attempts + 1, True
     return str(record.id), record.attempts + 1, False

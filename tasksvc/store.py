@@ -442,11 +442,7 @@ def expired_leases(conn: Connection, *, now: datetime, limit: int) -> list[JobRe
 def renew_lease(conn: Connection, job_id: uuid.UUID, *, attempt: int, compensation: bool, until: datetime) -> bool:
     """Extend the lease of the attempt (or compensation attempt) this worker runs, and only that one."""
     if compensation:
-        owner = and_(
-            T.status == JobStatus.COMPENSATING.value,
-            T.compensation_status == CompensationStatus.RUNNING.value,
-            T.compensation_attempts == attempt,
-        )
+        owner = _owned_compensation(job_id, attempt, lost_by=None)
     else:
         owner = and_(T.status == JobStatus.RUNNING.value, T.attempts == attempt)
     stmt = update(Job).where(T.id == job_id, owner, T.lease_expires_at.is_not(None)).values(lease_expires_at=until)

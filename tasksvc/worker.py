@@ -222,7 +222,7 @@ class Supervisor:
                 pause = FAILING_TICK_S
             else:
                 failures.succeeded()
-                pause = max(PROMOTER_TICK_S, min(idle_s, idle_s if due_in is None else due_in))
+                pause = idle_s if due_in is None else max(PROMOTER_TICK_S, min(idle_s, due_in))
             self.stopping.wait(pause)
 
     def _keep_children(self, redis: Redis) -> bool:
